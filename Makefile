@@ -1,0 +1,34 @@
+# promptlake developer commands. Everything runs inside ./.venv, which `make install` builds.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install test lint format bench-fetch clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned to the local CPU build, so the project's torch>= pin installs nothing more
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench-fetch: install
+	$(PY) benchmarks/fetch.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Prefect flows: they wire stages together; the work lives in tasks/."""

@@ -1,0 +1,94 @@
+"""The ``promptlake`` command: the same flows and reports as the Prefect UI, from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from storage.records import STAGES
+
+
+def _ingest_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="download, plan and fetch a dataset (resumable)")
+    p.add_argument(
+        "source", help="path (.csv, .csv.gz, .parquet), http(s) URL or kaggle:owner/name"
+    )
+    p.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    p.add_argument("--shard-size", type=int, help="valid rows per shard (default 1000)")
+    p.add_argument("--limit", type=int, help="read only the first N rows")
+    p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    p.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows")
+    p.add_argument("--force", action="store_true", help="redo finished shards")
+    p.add_argument("--workers", type=int, help="HTTP threads per shard")
+    p.add_argument("--shard-concurrency", type=int, help="shards processed at once")
+    p.add_argument(
+        "--allow-file-urls", action="store_true", default=None, help="allow file:// image URLs"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptlake", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _ingest_parser(sub)
+    st = sub.add_parser("status", help="what a data directory holds, per stage")
+    st.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import ShardsFailed, ingest
+    from flows.params import IngestParams
+    from promptlake.settings import get_settings
+
+    s = get_settings(
+        data_dir=args.data_dir, shard_size=args.shard_size, shard_concurrency=args.shard_concurrency
+    )
+    params = IngestParams(
+        source=args.source,
+        data_dir=str(s.data_dir),
+        shard_size=s.shard_size,
+        limit=args.limit,
+        until=args.until,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        shard_concurrency=s.shard_concurrency,
+        fetch_workers=args.workers,
+        allow_file_urls=args.allow_file_urls,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        ingest(params)
+    except ShardsFailed as exc:
+        print(f"promptlake: {exc}", file=sys.stderr)
+        return 1
+    return cmd_status(argparse.Namespace(data_dir=params.data_dir, json=False))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from promptlake.settings import get_settings
+    from storage.layout import DataDir
+    from storage.status import format_status, status
+
+    report = status(DataDir(get_settings(data_dir=args.data_dir).data_dir))
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``promptlake`` console script."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    handler = {"ingest": cmd_ingest, "status": cmd_status}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"promptlake: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

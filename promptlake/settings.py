@@ -1,0 +1,45 @@
+"""All configuration in one place: environment variables with the ``PROMPTLAKE_`` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings for every stage; each field can be set as ``PROMPTLAKE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMPTLAKE_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Where all stage outputs live.")
+    shard_size: int = Field(1000, ge=1, le=1_000_000, description="Valid rows per shard.")
+    shard_concurrency: int = Field(2, ge=1, le=64, description="Shards processed at once.")
+
+    # fetch
+    fetch_workers: int = Field(32, ge=1, le=512, description="HTTP threads per shard.")
+    fetch_per_host: int = Field(16, ge=1, le=512, description="Concurrent requests per host.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    read_timeout: float = Field(15.0, gt=0, description="Seconds between bytes of a reply.")
+    fetch_deadline: float = Field(60.0, gt=0, description="Seconds for a whole reply body.")
+    max_body_bytes: int = Field(20 * 2**20, gt=0, description="Largest image body accepted.")
+    max_redirects: int = Field(5, ge=0, le=30)
+    fetch_retries: int = Field(3, ge=0, le=10, description="Retries on timeout, 429 and 5xx.")
+    backoff_base: float = Field(0.5, ge=0, description="First retry delay in seconds.")
+    backoff_max: float = Field(30.0, ge=0, description="Longest delay between retries.")
+    max_image_pixels: int = Field(
+        64_000_000, gt=0, description="Decoded pixel limit (decompression-bomb guard)."
+    )
+    image_size: int = Field(256, ge=16, le=4096, description="Shorter side after resizing.")
+    image_format: str = Field("jpeg", pattern="^(jpeg|webp|png)$")
+    image_quality: int = Field(90, ge=1, le=100)
+    allow_file_urls: bool = Field(False, description="Allow file:// image URLs (local data).")
+    user_agent: str = Field("promptlake/0.1 (+https://github.com/promptlake)")
+    lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit (non-None) overrides applied on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

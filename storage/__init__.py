@@ -1,0 +1,1 @@
+"""Storage: shard files, completion markers, the LMDB image cache. Never imports Prefect."""

@@ -1,0 +1,152 @@
+"""LMDB image cache: resized, re-encoded images and each row's fetch record, keyed by row id.
+
+One ``lmdb.Environment`` per path per process (LMDB forbids opening a path twice in a process),
+one writer at a time, and a map that doubles when full.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+
+from storage.records import FetchRecord
+
+_OPEN: dict[Path, ImageCache] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+class _Gate:
+    """Many readers or one exclusive holder (the map resize needs no open transactions)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and self._readers == 0)
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class ImageCache:
+    """Images and fetch records in one LMDB environment."""
+
+    def __init__(self, path: Path, map_size: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # sync=False: a commit reaches the OS page cache, which survives a killed process;
+        # sync() at the end of each shard makes it durable against power loss too.
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=4,
+            sync=False,
+            metasync=False,
+            readahead=False,
+            max_readers=512,
+        )
+        self._meta = self.env.open_db(b"meta")
+        self._img = self.env.open_db(b"img")
+        self._write_lock = threading.Lock()
+        self._gate = _Gate()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], map_size: int = 1 << 30) -> ImageCache:
+        """The process-wide cache for ``path``, opened on first use."""
+        key = Path(path).resolve()
+        with _OPEN_LOCK:
+            if key not in _OPEN:
+                _OPEN[key] = cls(key, map_size)
+            return _OPEN[key]
+
+    def put_many(self, items: Iterable[tuple[FetchRecord, bytes | None]]) -> None:
+        """Store records (and images, where fetched) in one transaction."""
+        batch = [(r.id.encode(), json.dumps(r.to_dict()).encode(), img) for r, img in items]
+        with self._write_lock:
+            while True:
+                try:
+                    with self._gate.shared(), self._begin(write=True) as txn:
+                        for key, meta, img in batch:
+                            txn.put(key, meta, db=self._meta)
+                            if img is not None:
+                                txn.put(key, img, db=self._img)
+                            else:
+                                txn.delete(key, db=self._img)
+                    return
+                except lmdb.MapFullError:
+                    self._grow()
+
+    def put(self, record: FetchRecord, image: bytes | None) -> None:
+        self.put_many([(record, image)])
+
+    def records(self, ids: Iterable[str]) -> dict[str, FetchRecord]:
+        """Fetch records for the ids that have one."""
+        out = {}
+        with self._gate.shared(), self._begin() as txn:
+            for rid in ids:
+                raw = txn.get(rid.encode(), db=self._meta)
+                if raw is not None:
+                    out[rid] = FetchRecord.from_dict(json.loads(raw))
+        return out
+
+    def images(self, ids: Iterable[str]) -> dict[str, bytes]:
+        """Encoded images for the ids that have one."""
+        out = {}
+        with self._gate.shared(), self._begin() as txn:
+            for rid in ids:
+                raw = txn.get(rid.encode(), db=self._img)
+                if raw is not None:
+                    out[rid] = bytes(raw)
+        return out
+
+    def count(self) -> dict[str, int]:
+        with self._gate.shared(), self._begin() as txn:
+            return {
+                "records": txn.stat(self._meta)["entries"],
+                "images": txn.stat(self._img)["entries"],
+            }
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    @property
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]
+
+    def _begin(self, write: bool = False) -> lmdb.Transaction:
+        try:
+            return self.env.begin(write=write)
+        except lmdb.MapResizedError:
+            # another process grew the map: adopt its size
+            self.env.set_mapsize(0)
+            return self.env.begin(write=write)
+
+    def _grow(self) -> None:
+        with self._gate.exclusive():
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)

@@ -1,0 +1,81 @@
+"""The data directory: where every stage keeps its files, and atomic writes into it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class DataDir:
+    """Paths of one promptlake data directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"DataDir({str(self.root)!r})"
+
+    @property
+    def source_dir(self) -> Path:
+        return self.root / "source"
+
+    @property
+    def source_info(self) -> Path:
+        return self.source_dir / "source.json"
+
+    @property
+    def plan_dir(self) -> Path:
+        return self.root / "plan"
+
+    @property
+    def manifest(self) -> Path:
+        return self.plan_dir / "manifest.json"
+
+    @property
+    def rejects(self) -> Path:
+        return self.plan_dir / "rejects.parquet"
+
+    def shard_file(self, shard: str) -> Path:
+        return self.plan_dir / "shards" / f"{shard}.parquet"
+
+    def fetch_status(self, shard: str) -> Path:
+        return self.root / "fetch" / f"{shard}.parquet"
+
+    @property
+    def image_cache(self) -> Path:
+        return self.root / "cache" / "images.lmdb"
+
+    def state_dir(self, stage: str) -> Path:
+        return self.root / "state" / stage
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(target: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def read_json(target: Path) -> Any:
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(target.read_text())

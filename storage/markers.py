@@ -1,0 +1,65 @@
+"""Completion markers (``state/<stage>/<shard>.json``) and failure records beside them.
+
+Markers are the durable record of progress: a shard with a marker is done, whatever Prefect's
+database says. A shard whose run raised gets ``<shard>.error.json`` instead, cleared on success.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+from storage.layout import DataDir, read_json, write_json
+from storage.records import ShardStats
+
+
+class Markers:
+    """Markers of one stage in one data directory."""
+
+    def __init__(self, data: DataDir, stage: str) -> None:
+        self.stage = stage
+        self.dir = data.state_dir(stage)
+
+    def path(self, shard: str) -> Path:
+        return self.dir / f"{shard}.json"
+
+    def error_path(self, shard: str) -> Path:
+        return self.dir / f"{shard}.error.json"
+
+    def done(self, shard: str) -> bool:
+        return self.path(shard).exists()
+
+    def read(self, shard: str) -> ShardStats | None:
+        path = self.path(shard)
+        return ShardStats.from_dict(read_json(path)) if path.exists() else None
+
+    def write(self, stats: ShardStats) -> None:
+        """Mark ``stats.shard`` done; called only after the shard's output is in place."""
+        write_json(self.path(stats.shard), {**stats.to_dict(), "finished_at": time.time()})
+        self.error_path(stats.shard).unlink(missing_ok=True)
+
+    def clear(self, shard: str) -> None:
+        self.path(shard).unlink(missing_ok=True)
+
+    def record_failure(self, shard: str, exc: BaseException) -> None:
+        """Remember why a shard failed, so ``status`` and ``resume`` can say it."""
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        write_json(self.error_path(shard), {"shard": shard, "error": detail, "at": time.time()})
+
+    def all_done(self) -> dict[str, ShardStats]:
+        if not self.dir.exists():
+            return {}
+        found = {}
+        for p in sorted(self.dir.glob("*.json")):
+            if not p.name.endswith(".error.json"):
+                found[p.stem] = ShardStats.from_dict(read_json(p))
+        return found
+
+    def failures(self) -> dict[str, str]:
+        if not self.dir.exists():
+            return {}
+        out = {}
+        for p in sorted(self.dir.glob("*.error.json")):
+            out[p.name.removesuffix(".error.json")] = read_json(p).get("error", "")
+        return out

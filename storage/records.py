@@ -1,0 +1,112 @@
+"""Typed records passed between stages."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUIRED_COLUMNS = ("id", "prompt", "url", "width", "height", "source_site")
+STAGES = ("download", "plan", "fetch")
+SHARDED_STAGES = ("fetch",)
+
+
+def shard_name(index: int) -> str:
+    """The zero-padded name of shard number ``index``."""
+    if index < 0:
+        raise ValueError(f"shard index must be >= 0, got {index}")
+    return f"{index:05d}"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the dataset came from and what was read."""
+
+    source: str
+    path: str
+    size: int
+    sha256: str
+    fmt: str
+
+
+@dataclass
+class ShardStats:
+    """What one stage did to one shard; written as the shard's completion marker."""
+
+    stage: str
+    shard: str
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardStats:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One planned shard: its name and row count."""
+
+    name: str
+    rows: int
+
+
+@dataclass
+class PlanManifest:
+    """The result of the plan stage: how the source was split."""
+
+    source_sha256: str
+    shard_size: int
+    limit: int | None
+    rows_total: int
+    rows_valid: int
+    rows_rejected: int
+    rejects_by_reason: dict[str, int]
+    shards: list[ShardRef]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanManifest:
+        shards = [ShardRef(**s) for s in data["shards"]]
+        return cls(**{**data, "shards": shards})
+
+
+@dataclass
+class FetchRecord:
+    """The outcome of fetching one row's image."""
+
+    id: str
+    url: str
+    status: str
+    http_status: int | None = None
+    error: str = ""
+    bytes: int = 0
+    orig_width: int | None = None
+    orig_height: int | None = None
+    width: int | None = None
+    height: int | None = None
+    sha256: str = ""
+    attempts: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FetchRecord:
+        return cls(**data)

@@ -1,0 +1,84 @@
+"""What a data directory holds: planned rows and, per stage, done, failed and pending shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.layout import DataDir, read_json
+from storage.markers import Markers
+from storage.records import SHARDED_STAGES, PlanManifest
+
+
+def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]:
+    """Counts for one sharded stage, plus the failed shards with their reasons."""
+    markers = Markers(data, stage)
+    done = {k: v for k, v in markers.all_done().items() if k in set(shards)}
+    failures = {k: v for k, v in markers.failures().items() if k not in done}
+    by_status: dict[str, int] = {}
+    for stats in done.values():
+        for status, n in stats.by_status.items():
+            by_status[status] = by_status.get(status, 0) + n
+    return {
+        "shards_done": len(done),
+        "shards_failed": len(failures),
+        "shards_pending": len(shards) - len(done) - len(failures),
+        "rows_ok": sum(s.ok for s in done.values()),
+        "rows_failed": sum(s.failed for s in done.values()),
+        "by_status": by_status,
+        "failed": failures,
+    }
+
+
+def status(data: DataDir) -> dict[str, Any]:
+    """A JSON-ready summary of ``data``."""
+    out: dict[str, Any] = {"data_dir": str(data.root)}
+    if data.source_info.exists():
+        out["source"] = read_json(data.source_info)
+    if not data.manifest.exists():
+        out["rows"] = {"total": 0, "valid": 0, "rejected": 0}
+        out["stages"] = {}
+        out["planned"] = False
+        return out
+    plan = PlanManifest.from_dict(read_json(data.manifest))
+    shards = [s.name for s in plan.shards]
+    out["planned"] = True
+    out["rows"] = {
+        "total": plan.rows_total,
+        "valid": plan.rows_valid,
+        "rejected": plan.rows_rejected,
+        "rejects_by_reason": plan.rejects_by_reason,
+    }
+    out["shards"] = len(shards)
+    out["stages"] = {stage: stage_status(data, stage, shards) for stage in SHARDED_STAGES}
+    return out
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """A human-readable rendering of :func:`status`."""
+    lines = [f"data dir: {report['data_dir']}"]
+    if "source" in report:
+        src = report["source"]
+        lines.append(
+            f"source:   {src['source']} ({src['size']:,} bytes, sha256 {src['sha256'][:12]})"
+        )
+    if not report["planned"]:
+        lines.append("not planned yet: run `promptlake ingest SOURCE`")
+        return "\n".join(lines)
+    rows = report["rows"]
+    lines.append(
+        f"rows:     {rows['total']:,} total, {rows['valid']:,} valid, "
+        f"{rows['rejected']:,} rejected in {report['shards']} shards"
+    )
+    for reason, n in sorted(rows["rejects_by_reason"].items()):
+        lines.append(f"            rejected {reason}: {n:,}")
+    for stage, st in report["stages"].items():
+        lines.append(
+            f"{stage + ':':9} {st['shards_done']} done, {st['shards_failed']} failed, "
+            f"{st['shards_pending']} pending shards; rows {st['rows_ok']:,} ok, "
+            f"{st['rows_failed']:,} failed"
+        )
+        for status_name, n in sorted(st["by_status"].items()):
+            lines.append(f"            {status_name}: {n:,}")
+        for shard, reason in st["failed"].items():
+            lines.append(f"  shard {shard} failed: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""download: resolve SOURCE (a local file, an http(s) URL, ``kaggle:owner/dataset``) to a file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+from prefect import task
+
+from storage.layout import DataDir, atomic_path, read_json, write_json
+from storage.records import SourceInfo
+
+FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+KAGGLE_HELP = (
+    "Kaggle needs network access and, for most datasets, credentials: set KAGGLE_USERNAME and "
+    "KAGGLE_KEY (or write ~/.kaggle/kaggle.json). Offline, download the CSV elsewhere and pass "
+    "its path as SOURCE instead."
+)
+
+
+class DownloadError(RuntimeError):
+    """The source could not be resolved to a readable local file."""
+
+
+def detect_format(name: str) -> str:
+    """The file format of ``name`` from its suffix; an error lists the supported ones."""
+    lower = name.lower()
+    if lower.endswith(".csv.gz"):
+        return "csv.gz"
+    fmt = FORMATS.get(Path(lower).suffix)
+    if fmt is None or fmt == "csv.gz":
+        raise DownloadError(f"unsupported source format {name!r}: use .csv, .csv.gz or .parquet")
+    return fmt
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(source: str, data: DataDir, *, timeout: float = 30.0) -> SourceInfo:
+    """Resolve ``source`` to a local file, record its size and sha256, and return where it is."""
+    source = str(source).strip()
+    if not source:
+        raise DownloadError("SOURCE is empty: give a path, an http(s) URL or kaggle:owner/dataset")
+    if source.startswith("kaggle:"):
+        path = _from_kaggle(source.removeprefix("kaggle:"))
+    elif urlparse(source).scheme in ("http", "https"):
+        path = _from_http(source, data, timeout=timeout)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise DownloadError(f"source file not found: {source!r}")
+    path = path.resolve()
+    info = _describe(source, path, data)
+    write_json(data.source_info, {**info.__dict__, "mtime": path.stat().st_mtime})
+    return info
+
+
+def _describe(source: str, path: Path, data: DataDir) -> SourceInfo:
+    """Size and hash of ``path``, reusing the recorded hash when the file did not change."""
+    stat = path.stat()
+    old = read_json(data.source_info) if data.source_info.exists() else {}
+    if (old.get("path"), old.get("size"), old.get("mtime")) == (
+        str(path),
+        stat.st_size,
+        stat.st_mtime,
+    ):
+        return SourceInfo(source, str(path), stat.st_size, old["sha256"], old["fmt"])
+    size = stat.st_size
+    return SourceInfo(source, str(path), size, sha256_file(path), detect_format(path.name))
+
+
+def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
+    """Stream ``url`` to ``source/<name>``, resuming a partial download with a Range request."""
+    name = Path(urlparse(url).path).name or "dataset.csv"
+    detect_format(name)
+    target = data.source_dir / name
+    old = read_json(data.source_info) if data.source_info.exists() else {}
+    if target.exists() and old.get("source") == url:
+        return target
+    part = target.with_name(target.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+            if resp.status_code == 416:  # nothing left to send: the part is complete
+                resp.close()
+            else:
+                resp.raise_for_status()
+                mode = "ab" if resp.status_code == 206 else "wb"
+                with open(part, mode) as fh:
+                    for block in resp.iter_content(1 << 20):
+                        fh.write(block)
+    except requests.RequestException as exc:
+        raise DownloadError(
+            f"download of {url} failed ({exc}); run the same command again to resume "
+            f"from {part.stat().st_size if part.exists() else 0} bytes"
+        ) from exc
+    with atomic_path(target) as tmp:
+        os.replace(part, tmp)
+    return target
+
+
+def _from_kaggle(handle: str) -> Path:
+    """Download a Kaggle dataset through kagglehub and pick its data file."""
+    if handle.count("/") != 1 or not all(handle.split("/")):
+        raise DownloadError(f"bad Kaggle handle {handle!r}: expected kaggle:<owner>/<dataset>")
+    try:
+        import kagglehub
+
+        folder = Path(kagglehub.dataset_download(handle))
+    except Exception as exc:
+        raise DownloadError(f"could not download kaggle:{handle}: {exc}. {KAGGLE_HELP}") from exc
+    candidates = [p for p in folder.rglob("*") if p.is_file() and _is_data_file(p.name)]
+    if not candidates:
+        raise DownloadError(f"kaggle:{handle} holds no .csv, .csv.gz or .parquet file")
+    return max(candidates, key=lambda p: p.stat().st_size)
+
+
+def _is_data_file(name: str) -> bool:
+    try:
+        detect_format(name)
+        return True
+    except DownloadError:
+        return False
+
+
+@task(name="download", retries=2, retry_delay_seconds=10)
+def download_task(source: str, data_dir: str) -> SourceInfo:
+    """Prefect task: resolve the source; network failures are retried."""
+    return download(source, DataDir(data_dir))

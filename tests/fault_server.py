@@ -1,0 +1,204 @@
+"""A loopback HTTP server of generated images with faults, for tests and benchmarks.
+
+The first path segment picks the behaviour; the rest names the image (same name, same image):
+  /img/N     a JPEG                     /png/N     a PNG with transparency
+  /404/N     404                        /500/N     500 twice, then the image
+  /429/N     429 with Retry-After: 1 once, then the image
+  /trunc/N   a JPEG cut in half (decode error)   /cut/N  fewer bytes than Content-Length
+  /html/N    a text/html page           /slow/N    waits 3 s before answering
+  /redirect/N  302 to /img/N            /loop/N    a redirect loop
+  /big/N     Content-Length of 1 GiB    /bomb/N    a tiny PNG claiming 30000x30000 pixels
+  /dead/N    always 503
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+KINDS = (
+    "img",
+    "png",
+    "404",
+    "500",
+    "429",
+    "trunc",
+    "cut",
+    "html",
+    "slow",
+    "redirect",
+    "loop",
+    "big",
+    "bomb",
+    "dead",
+)
+
+
+def make_image(name: str, size: tuple[int, int] = (384, 512), fmt: str = "JPEG") -> bytes:
+    """A smooth, distinct image for ``name``: seeded noise, upscaled."""
+    seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+    small = np.random.default_rng(seed).integers(0, 256, (6, 6, 4 if fmt == "PNG" else 3))
+    img = Image.fromarray(small.astype(np.uint8)).resize(size, Image.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format=fmt, quality=90)
+    return out.getvalue()
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header claiming a huge size, with almost no data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients hanging up (timeouts, size limits) are expected here
+
+
+class FaultServer:
+    """Start with ``with FaultServer() as srv: srv.url("img", "a1")``."""
+
+    def __init__(self, slow_seconds: float = 3.0) -> None:
+        self.slow_seconds = slow_seconds
+        self.requests: Counter[str] = Counter()  # path -> requests received
+        self.served_ok: Counter[str] = Counter()  # path -> 200 replies sent
+        self._hits: Counter[str] = Counter()
+        self._images: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, kind: str, name: str) -> str:
+        return f"{self.base}/{kind}/{name}"
+
+    def image(self, name: str, fmt: str = "JPEG") -> bytes:
+        with self._lock:
+            key = (name, fmt)
+            if key not in self._images:
+                self._images[key] = make_image(name, fmt=fmt)
+            return self._images[key]
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _hit(self, path: str) -> int:
+        with self._lock:
+            self.requests[path] += 1
+            return self.requests[path]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                _, kind, name = ([*self.path.split("/", 2), "", ""])[:3]
+                n = server._hit(self.path)
+                route = getattr(self, f"_r_{kind}", None)
+                if kind not in KINDS or route is None:
+                    return self._send(404, b"unknown route", "text/plain")
+                route(name, n)
+
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                ctype: str,
+                headers: dict | None = None,
+                length: int | None = None,
+            ) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                if code == 200:
+                    with server._lock:
+                        server.served_ok[self.path] += 1
+
+            def _r_img(self, name: str, n: int) -> None:
+                self._send(200, server.image(name), "image/jpeg")
+
+            def _r_png(self, name: str, n: int) -> None:
+                self._send(200, server.image(name, "PNG"), "image/png")
+
+            def _r_404(self, name: str, n: int) -> None:
+                self._send(404, b"not found", "text/plain")
+
+            def _r_500(self, name: str, n: int) -> None:
+                if n <= 2:
+                    return self._send(500, b"oops", "text/plain")
+                self._r_img(name, n)
+
+            def _r_429(self, name: str, n: int) -> None:
+                if n <= 1:
+                    return self._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
+                self._r_img(name, n)
+
+            def _r_dead(self, name: str, n: int) -> None:
+                self._send(503, b"unavailable", "text/plain")
+
+            def _r_trunc(self, name: str, n: int) -> None:
+                body = server.image(name)
+                self._send(200, body[: len(body) // 2], "image/jpeg")
+
+            def _r_cut(self, name: str, n: int) -> None:
+                body = server.image(name)
+                self._send(200, body[:100], "image/jpeg", length=len(body))
+                self.close_connection = True
+
+            def _r_html(self, name: str, n: int) -> None:
+                self._send(200, b"<html><body>gone</body></html>", "text/html")
+
+            def _r_slow(self, name: str, n: int) -> None:
+                time.sleep(server.slow_seconds)
+                self._r_img(name, n)
+
+            def _r_redirect(self, name: str, n: int) -> None:
+                self._send(302, b"", "text/plain", {"Location": f"/img/{name}"})
+
+            def _r_loop(self, name: str, n: int) -> None:
+                self._send(302, b"", "text/plain", {"Location": f"/loop/{name}"})
+
+            def _r_big(self, name: str, n: int) -> None:
+                self._send(200, b"", "image/jpeg", length=1 << 30)
+                self.close_connection = True
+
+            def _r_bomb(self, name: str, n: int) -> None:
+                self._send(200, bomb_png(), "image/png")
+
+        return Handler
