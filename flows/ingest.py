@@ -53,9 +53,12 @@ def ingest(params: IngestParams) -> IngestSummary:
         )
     if params.runs("fetch"):
         shards = [s.name for s in summary.plan.shards]
+        fetch = fetch_task.with_options(
+            retries=settings.task_retries, retry_delay_seconds=settings.task_retry_delay
+        )
         summary.stages.append(
             run_shards(
-                fetch_task,
+                fetch,
                 shards,
                 concurrency=params.shard_concurrency,
                 progress=params.progress,

@@ -45,8 +45,9 @@ def run_shards(
         for fut in wait(list(pending), timeout=0.5).done:
             pending.discard(fut)
             _collect(fut, names[fut], result)
-            bar.update()
-            update_progress_artifact(artifact, 100.0 * bar.n / len(shards))
+            bar.update()  # a disabled bar counts nothing: progress comes from the result
+            finished = len(result.done) + len(result.failed)
+            update_progress_artifact(artifact, 100.0 * finished / len(shards))
     bar.close()
     return result
 

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="Where all stage outputs live.")
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="Valid rows per shard.")
     shard_concurrency: int = Field(2, ge=1, le=64, description="Shards processed at once.")
+    task_retries: int = Field(2, ge=0, le=20, description="Prefect retries of a failed shard.")
+    task_retry_delay: float = Field(10.0, ge=0, description="Seconds between those retries.")
 
     # fetch
     fetch_workers: int = Field(32, ge=1, le=512, description="HTTP threads per shard.")

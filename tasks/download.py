@@ -97,7 +97,7 @@ def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
                 resp.raise_for_status()
                 mode = "ab" if resp.status_code == 206 else "wb"
                 with open(part, mode) as fh:
-                    for block in resp.iter_content(1 << 20):
+                    for block in resp.iter_content(1 << 16):
                         fh.write(block)
     except requests.RequestException as exc:
         raise DownloadError(

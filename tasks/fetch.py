@@ -163,7 +163,7 @@ def read_status(data: DataDir, shard: str) -> pa.Table:
     return pq.read_table(data.fetch_status(shard), schema=STATUS_SCHEMA)
 
 
-@task(name=STAGE, retries=2, retry_delay_seconds=5)
+@task(name=STAGE)
 def fetch_task(
     shard: str,
     data_dir: str,

@@ -9,6 +9,8 @@ The first path segment picks the behaviour; the rest names the image (same name,
   /redirect/N  302 to /img/N            /loop/N    a redirect loop
   /big/N     Content-Length of 1 GiB    /bomb/N    a tiny PNG claiming 30000x30000 pixels
   /dead/N    always 503
+  /file/N    bytes registered in ``files[N]``, honouring Range (206); names in ``drop_first``
+             are cut off half-way on their first request (to test resumed downloads)
 """
 
 from __future__ import annotations
@@ -25,21 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-KINDS = (
-    "img",
-    "png",
-    "404",
-    "500",
-    "429",
-    "trunc",
-    "cut",
-    "html",
-    "slow",
-    "redirect",
-    "loop",
-    "big",
-    "bomb",
-    "dead",
+KINDS = tuple(
+    "img png 404 500 429 trunc cut html slow redirect loop big bomb dead file".split()
 )
 
 
@@ -80,6 +69,11 @@ class FaultServer:
         self.served_ok: Counter[str] = Counter()  # path -> 200 replies sent
         self._hits: Counter[str] = Counter()
         self._images: dict[tuple[str, str], bytes] = {}
+        self.files: dict[str, bytes] = {}
+        self.drop_first: set[str] = set()
+        self.range_requests: list[str] = []
+        self.inflight = 0
+        self.max_inflight = 0
         self._lock = threading.Lock()
         self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -126,7 +120,14 @@ class FaultServer:
                 route = getattr(self, f"_r_{kind}", None)
                 if kind not in KINDS or route is None:
                     return self._send(404, b"unknown route", "text/plain")
-                route(name, n)
+                with server._lock:
+                    server.inflight += 1
+                    server.max_inflight = max(server.max_inflight, server.inflight)
+                try:
+                    route(name, n)
+                finally:
+                    with server._lock:
+                        server.inflight -= 1
 
             def _send(
                 self,
@@ -197,6 +198,25 @@ class FaultServer:
             def _r_big(self, name: str, n: int) -> None:
                 self._send(200, b"", "image/jpeg", length=1 << 30)
                 self.close_connection = True
+
+            def _r_file(self, name: str, n: int) -> None:
+                body = server.files.get(name)
+                if body is None:
+                    return self._send(404, b"no such file", "text/plain")
+                start = 0
+                if rng := self.headers.get("Range"):
+                    server.range_requests.append(rng)
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                if start >= len(body):
+                    return self._send(416, b"", "text/plain")
+                code = 206 if start else 200
+                rest = body[start:]
+                if name in server.drop_first and n == 1:
+                    self._send(code, rest[: len(rest) // 2], "text/csv", length=len(rest))
+                    self.close_connection = True
+                    return
+                headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+                self._send(code, rest, "text/csv", headers if start else None)
 
             def _r_bomb(self, name: str, n: int) -> None:
                 self._send(200, bomb_png(), "image/png")

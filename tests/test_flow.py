@@ -1,0 +1,100 @@
+"""The ingest flow on a real Prefect server (the test harness)."""
+
+import json
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+
+from flows.ingest import ingest
+from flows.params import IngestParams
+from promptlake.cli import main
+from storage.markers import Markers
+from tests.conftest import write_csv
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch):
+    for k, v in {"READ_TIMEOUT": "0.5", "BACKOFF_BASE": "0.01", "FETCH_RETRIES": "1",
+                 "TASK_RETRIES": "1", "TASK_RETRY_DELAY": "0"}.items():
+        monkeypatch.setenv(f"PROMPTLAKE_{k}", v)
+
+
+def _csv(tmp_path, server, n=12):
+    kinds = ["img", "img", "404", "img", "html", "img"]
+    rows = [[f"r{i}", f"prompt {i}", server.url(kinds[i % 6], f"n{i}"), 64, 64, "s"]
+            for i in range(n)]
+    rows.append(["r0", "duplicate", server.url("img", "dup"), 64, 64, "s"])
+    return write_csv(tmp_path / "p.csv", rows)
+
+
+def _artifacts(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}),
+        )
+
+
+def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server):
+    params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(tmp_path / "d"),
+                          shard_size=5, shard_concurrency=2)
+    state = ingest(params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.plan.rows_total == 13 and summary.plan.rows_rejected == 1
+    (fetch,) = summary.stages
+    assert sorted(fetch.done) == ["00000", "00001", "00002"] and not fetch.failed
+    assert sum(s.ok for s in fetch.done.values()) == 8
+    arts = _artifacts(state.state_details.flow_run_id)
+    kinds = {a.type for a in arts}
+    assert {"progress", "table", "markdown"} <= kinds
+    table = next(a for a in arts if a.key == "ingest-shards")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [r["shard"] for r in rows] == ["00000", "00001", "00002"]
+    progress = next(a for a in arts if a.type == "progress")
+    assert float(progress.data) == 100.0
+
+
+def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
+    data_dir = tmp_path / "d"
+    params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir),
+                          shard_size=5)
+    ingest(params.model_copy(update={"until": "plan"}))
+    shard = data_dir / "plan" / "shards" / "00001.parquet"
+    good = shard.read_bytes()
+    shard.write_bytes(b"not parquet")  # an infrastructure fault, not a bad row
+    state = ingest(params, return_state=True)
+    assert state.is_failed()
+    assert "fetch: 00001" in state.message
+    assert set(Markers(__import__("storage.layout").layout.DataDir(data_dir), "fetch")
+               .all_done()) == {"00000", "00002"}
+    assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    fetch = report["stages"]["fetch"]
+    assert (fetch["shards_done"], fetch["shards_failed"], fetch["shards_pending"]) == (2, 1, 0)
+    assert "00001" in fetch["failed"] and "Parquet" in fetch["failed"]["00001"]
+    before = dict(server.requests)
+    shard.write_bytes(good)
+    assert ingest(params, return_state=True).is_completed()
+    new = {p for p in server.requests if server.requests[p] != before.get(p)}
+    assert new == {"/img/n5", "/img/n6", "/img/n7", "/404/n8", "/img/n9"}  # only shard 00001's rows
+    assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
+    fetch = json.loads(capsys.readouterr().out)["stages"]["fetch"]
+    assert (fetch["shards_done"], fetch["shards_failed"], fetch["rows_ok"]) == (3, 0, 8)
+
+
+def test_status_json_shape(tmp_path, server, capsys):
+    data_dir = tmp_path / "d"
+    assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == {"total": 0, "valid": 0, "rejected": 0}
+    ingest(IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5))
+    main(["status", "--data-dir", str(data_dir), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"]["total"] == 13 and report["rows"]["valid"] == 12
+    assert report["rows"]["rejected"] == 1
+    assert set(report["stages"]["fetch"]) >= {"shards_done", "shards_failed", "shards_pending",
+                                             "rows_ok", "rows_failed"}
+    main(["status", "--data-dir", str(data_dir)])
+    assert "3 done, 0 failed, 0 pending" in capsys.readouterr().out

@@ -1,0 +1,120 @@
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from storage.records import REQUIRED_COLUMNS
+from tasks.download import download
+from tasks.plan import PlanError, check_row, plan, read_shard, url_problem
+from tests.conftest import write_csv
+
+GOOD = [[f"g{i}", f"prompt {i}, oil painting", f"http://x.test/{i}.jpg", 512, 768, "lexica"]
+        for i in range(10)]
+BAD = [
+    ["", "no id", "http://x.test/a.jpg", 1, 1, "s"],
+    ["b1", "   ", "http://x.test/b.jpg", 1, 1, "s"],
+    ["b2", "no url", "", 1, 1, "s"],
+    ["b3", "bad url", "ftp://x.test/c.jpg", 1, 1, "s"],
+    ["b4", "bad url", "not a url", 1, 1, "s"],
+    ["b5", "text size", "http://x.test/d.jpg", "wide", 1, "s"],
+    ["b6", "negative", "http://x.test/e.jpg", 512, -1, "s"],
+    ["b7", "zero", "http://x.test/e.jpg", 0, 512, "s"],
+    ["g3", "dup", "http://x.test/f.jpg", 1, 1, "s"],
+]
+REASONS = ["missing_id", "empty_prompt", "missing_url", "invalid_url", "invalid_url", "bad_size",
+           "negative_size", "bad_size", "duplicate_id"]
+
+
+def _plan(tmp_path, data, rows, shard_size=4, **kw):
+    src = write_csv(tmp_path / "p.csv", rows)
+    return plan(download(str(src), data), data, shard_size=shard_size, **kw)
+
+
+def test_every_row_is_a_shard_row_or_a_reject_with_reason(tmp_path, data):
+    m = _plan(tmp_path, data, GOOD + BAD)
+    assert (m.rows_total, m.rows_valid, m.rows_rejected) == (19, 10, 9)
+    assert [s.rows for s in m.shards] == [4, 4, 2]
+    rejects = pq.read_table(data.rejects).to_pylist()
+    assert [r["reason"] for r in rejects] == REASONS
+    assert [r["row_number"] for r in rejects] == list(range(10, 19))
+    assert rejects[-1]["detail"].startswith("id 'g3' appeared earlier")
+    ids = [r for s in m.shards for r in read_shard(data, s.name)["id"].to_pylist()]
+    assert ids == [f"g{i}" for i in range(10)]
+
+
+def test_malformed_csv_line_is_rejected_not_fatal(tmp_path, data):
+    src = tmp_path / "p.csv"
+    write_csv(src, GOOD[:2])
+    with open(src, "a") as fh:
+        fh.write('m1,"too few fields",http://x.test/m.jpg\n')
+        fh.write('g9,"multi\nline prompt",http://x.test/9.jpg,5,5,s\n')
+    m = plan(download(str(src), data), data, shard_size=10)
+    assert m.rows_valid == 3 and m.rejects_by_reason == {"malformed_row": 1}
+    assert "too few fields" in pq.read_table(data.rejects)["detail"][0].as_py()
+    assert read_shard(data, "00000")["prompt"][2].as_py() == "multi line prompt"
+
+
+def test_same_input_gives_same_shards(tmp_path, data):
+    from storage.layout import DataDir
+
+    a = _plan(tmp_path, data, GOOD + BAD)
+    other = DataDir(tmp_path / "other")
+    b = plan(download(str(tmp_path / "p.csv"), other), other, shard_size=4)
+    assert a == b
+    for s in a.shards:
+        assert read_shard(data, s.name).equals(read_shard(other, s.name))
+
+
+def test_columns_in_any_order_with_extras(tmp_path, data):
+    header = ["extra", *reversed(REQUIRED_COLUMNS)]
+    rows = [["z", *reversed(r)] for r in GOOD]
+    src = write_csv(tmp_path / "p.csv", rows, header=header)
+    m = plan(download(str(src), data), data, shard_size=100)
+    t = read_shard(data, m.shards[0].name)
+    assert t["id"].to_pylist()[0] == "g0" and t["width"].to_pylist()[0] == 512
+
+
+def test_missing_column_is_named(tmp_path, data):
+    src = write_csv(tmp_path / "p.csv", [r[:5] for r in GOOD], header=list(REQUIRED_COLUMNS[:5]))
+    with pytest.raises(PlanError, match="lacks required column.*source_site"):
+        plan(download(str(src), data), data, shard_size=10)
+
+
+def test_gzip_and_parquet_sources_plan_alike(tmp_path, data):
+    from storage.layout import DataDir
+
+    csv_path = write_csv(tmp_path / "p.csv", GOOD + BAD)
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(csv_path.read_bytes()))
+    cols = list(zip(*(GOOD + BAD), strict=True))
+    table = pa.table({c: [str(v) for v in cols[i]] for i, c in enumerate(REQUIRED_COLUMNS)})
+    table = table.set_column(3, "width", pa.array([512] * 10 + [1, 1, 1, 1, 1, None, 512, 0, 1]))
+    pq.write_table(table, tmp_path / "p.parquet")
+    results = []
+    for i, path in enumerate([gz, tmp_path / "p.parquet"]):
+        d = DataDir(tmp_path / f"d{i}")
+        results.append(plan(download(str(path), d), d, shard_size=4))
+    assert [r.rows_valid for r in results] == [10, 10]
+    assert results[0].rejects_by_reason == results[1].rejects_by_reason | {"bad_size": 2}
+
+
+def test_limit_and_replanning_rules(tmp_path, data):
+    m = _plan(tmp_path, data, GOOD + BAD, limit=5)
+    assert m.rows_total == 5 and m.rows_valid == 5
+    assert _plan(tmp_path, data, GOOD + BAD, limit=5) == m  # same settings: reused
+    with pytest.raises(PlanError, match="planned from another source or settings"):
+        _plan(tmp_path, data, GOOD + BAD, shard_size=3, limit=5)
+    m2 = _plan(tmp_path, data, GOOD + BAD, shard_size=3, force=True)
+    assert m2.rows_valid == 10 and len(m2.shards) == 4
+
+
+def test_row_checks():
+    seen: set[str] = set()
+    row, reason, _ = check_row(
+        {"id": " x ", "prompt": " a\n cat ", "url": "https://h/x.png", "width": "512.0",
+         "height": "640", "source_site": None}, seen)
+    assert reason == "" and row["prompt"] == "a cat" and row["width"] == 512 and row["id"] == "x"
+    assert url_problem("file:///tmp/a.png") is None
+    assert url_problem("http:///nohost.png") == "invalid_url"
+    assert url_problem("http://h/a b.png") == "invalid_url"
