@@ -47,8 +47,14 @@ def data(tmp_path: Path) -> DataDir:
 def fast_settings(tmp_path: Path) -> Settings:
     """Short timeouts and backoff so fault cases finish quickly."""
     return Settings(
-        data_dir=tmp_path / "data", read_timeout=0.5, connect_timeout=1.0, backoff_base=0.01,
-        backoff_max=1.5, fetch_retries=2, fetch_workers=8, fetch_per_host=8,
+        data_dir=tmp_path / "data",
+        read_timeout=0.5,
+        connect_timeout=1.0,
+        backoff_base=0.01,
+        backoff_max=1.5,
+        fetch_retries=2,
+        fetch_workers=8,
+        fetch_per_host=8,
     )
 
 

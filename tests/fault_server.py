@@ -27,8 +27,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-KINDS = tuple(
-    "img png 404 500 429 trunc cut html slow redirect loop big bomb dead file".split()
+KINDS = (
+    "img",
+    "png",
+    "404",
+    "500",
+    "429",
+    "trunc",
+    "cut",
+    "html",
+    "slow",
+    "redirect",
+    "loop",
+    "big",
+    "bomb",
+    "dead",
+    "file",
 )
 
 

@@ -13,10 +13,19 @@ from tests.conftest import write_csv
 from tests.fault_server import FaultServer, make_image
 
 EXPECTED = {
-    "img": ("ok", 1), "png": ("ok", 1), "404": ("http_404", 1), "500": ("ok", 3),
-    "429": ("ok", 2), "trunc": ("decode_error", 1), "cut": ("connection_error", 3),
-    "html": ("not_image", 1), "slow": ("timeout", 3), "redirect": ("ok", 1),
-    "loop": ("too_many_redirects", 1), "big": ("too_large", 1), "bomb": ("too_large", 1),
+    "img": ("ok", 1),
+    "png": ("ok", 1),
+    "404": ("http_404", 1),
+    "500": ("ok", 3),
+    "429": ("ok", 2),
+    "trunc": ("decode_error", 1),
+    "cut": ("connection_error", 3),
+    "html": ("not_image", 1),
+    "slow": ("timeout", 3),
+    "redirect": ("ok", 1),
+    "loop": ("too_many_redirects", 1),
+    "big": ("too_large", 1),
+    "bomb": ("too_large", 1),
     "dead": ("http_error", 3),
 }
 
@@ -114,8 +123,9 @@ def test_shards_of_a_plan_are_fetched_independently(tmp_path, data, server, fast
 
 
 @pytest.mark.parametrize(
-    "value,expected", [("3", 3.0), (None, None), ("soon", None),
-                       ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0)])
+    "value,expected",
+    [("3", 3.0), (None, None), ("soon", None), ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0)],
+)
 def test_retry_after(value, expected):
     from email.utils import parsedate_to_datetime
 

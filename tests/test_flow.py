@@ -17,15 +17,21 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch):
-    for k, v in {"READ_TIMEOUT": "0.5", "BACKOFF_BASE": "0.01", "FETCH_RETRIES": "1",
-                 "TASK_RETRIES": "1", "TASK_RETRY_DELAY": "0"}.items():
+    for k, v in {
+        "READ_TIMEOUT": "0.5",
+        "BACKOFF_BASE": "0.01",
+        "FETCH_RETRIES": "1",
+        "TASK_RETRIES": "1",
+        "TASK_RETRY_DELAY": "0",
+    }.items():
         monkeypatch.setenv(f"PROMPTLAKE_{k}", v)
 
 
 def _csv(tmp_path, server, n=12):
     kinds = ["img", "img", "404", "img", "html", "img"]
-    rows = [[f"r{i}", f"prompt {i}", server.url(kinds[i % 6], f"n{i}"), 64, 64, "s"]
-            for i in range(n)]
+    rows = [
+        [f"r{i}", f"prompt {i}", server.url(kinds[i % 6], f"n{i}"), 64, 64, "s"] for i in range(n)
+    ]
     rows.append(["r0", "duplicate", server.url("img", "dup"), 64, 64, "s"])
     return write_csv(tmp_path / "p.csv", rows)
 
@@ -38,8 +44,12 @@ def _artifacts(flow_run_id):
 
 
 def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server):
-    params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(tmp_path / "d"),
-                          shard_size=5, shard_concurrency=2)
+    params = IngestParams(
+        source=str(_csv(tmp_path, server)),
+        data_dir=str(tmp_path / "d"),
+        shard_size=5,
+        shard_concurrency=2,
+    )
     state = ingest(params, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
@@ -59,8 +69,7 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server):
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
     data_dir = tmp_path / "d"
-    params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir),
-                          shard_size=5)
+    params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5)
     ingest(params.model_copy(update={"until": "plan"}))
     shard = data_dir / "plan" / "shards" / "00001.parquet"
     good = shard.read_bytes()
@@ -68,8 +77,9 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     state = ingest(params, return_state=True)
     assert state.is_failed()
     assert "fetch: 00001" in state.message
-    assert set(Markers(__import__("storage.layout").layout.DataDir(data_dir), "fetch")
-               .all_done()) == {"00000", "00002"}
+    assert set(
+        Markers(__import__("storage.layout").layout.DataDir(data_dir), "fetch").all_done()
+    ) == {"00000", "00002"}
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     fetch = report["stages"]["fetch"]
@@ -94,7 +104,12 @@ def test_status_json_shape(tmp_path, server, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["rows"]["total"] == 13 and report["rows"]["valid"] == 12
     assert report["rows"]["rejected"] == 1
-    assert set(report["stages"]["fetch"]) >= {"shards_done", "shards_failed", "shards_pending",
-                                             "rows_ok", "rows_failed"}
+    assert set(report["stages"]["fetch"]) >= {
+        "shards_done",
+        "shards_failed",
+        "shards_pending",
+        "rows_ok",
+        "rows_failed",
+    }
     main(["status", "--data-dir", str(data_dir)])
     assert "3 done, 0 failed, 0 pending" in capsys.readouterr().out

@@ -9,8 +9,10 @@ from tasks.download import download
 from tasks.plan import PlanError, check_row, plan, read_shard, url_problem
 from tests.conftest import write_csv
 
-GOOD = [[f"g{i}", f"prompt {i}, oil painting", f"http://x.test/{i}.jpg", 512, 768, "lexica"]
-        for i in range(10)]
+GOOD = [
+    [f"g{i}", f"prompt {i}, oil painting", f"http://x.test/{i}.jpg", 512, 768, "lexica"]
+    for i in range(10)
+]
 BAD = [
     ["", "no id", "http://x.test/a.jpg", 1, 1, "s"],
     ["b1", "   ", "http://x.test/b.jpg", 1, 1, "s"],
@@ -22,8 +24,17 @@ BAD = [
     ["b7", "zero", "http://x.test/e.jpg", 0, 512, "s"],
     ["g3", "dup", "http://x.test/f.jpg", 1, 1, "s"],
 ]
-REASONS = ["missing_id", "empty_prompt", "missing_url", "invalid_url", "invalid_url", "bad_size",
-           "negative_size", "bad_size", "duplicate_id"]
+REASONS = [
+    "missing_id",
+    "empty_prompt",
+    "missing_url",
+    "invalid_url",
+    "invalid_url",
+    "bad_size",
+    "negative_size",
+    "bad_size",
+    "duplicate_id",
+]
 
 
 def _plan(tmp_path, data, rows, shard_size=4, **kw):
@@ -77,7 +88,7 @@ def test_columns_in_any_order_with_extras(tmp_path, data):
 
 def test_missing_column_is_named(tmp_path, data):
     src = write_csv(tmp_path / "p.csv", [r[:5] for r in GOOD], header=list(REQUIRED_COLUMNS[:5]))
-    with pytest.raises(PlanError, match="lacks required column.*source_site"):
+    with pytest.raises(PlanError, match=r"lacks required column.*source_site"):
         plan(download(str(src), data), data, shard_size=10)
 
 
@@ -112,8 +123,16 @@ def test_limit_and_replanning_rules(tmp_path, data):
 def test_row_checks():
     seen: set[str] = set()
     row, reason, _ = check_row(
-        {"id": " x ", "prompt": " a\n cat ", "url": "https://h/x.png", "width": "512.0",
-         "height": "640", "source_site": None}, seen)
+        {
+            "id": " x ",
+            "prompt": " a\n cat ",
+            "url": "https://h/x.png",
+            "width": "512.0",
+            "height": "640",
+            "source_site": None,
+        },
+        seen,
+    )
     assert reason == "" and row["prompt"] == "a cat" and row["width"] == 512 and row["id"] == "x"
     assert url_problem("file:///tmp/a.png") is None
     assert url_problem("http:///nohost.png") == "invalid_url"

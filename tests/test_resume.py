@@ -43,10 +43,27 @@ def _rows(server):
 
 
 def _ingest(csv_path, data_dir, env):
-    cmd = [sys.executable, "-m", "promptlake.cli", "ingest", str(csv_path), "--data-dir",
-           str(data_dir), "--shard-size", "500", "--workers", "16"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptlake.cli",
+        "ingest",
+        str(csv_path),
+        "--data-dir",
+        str(data_dir),
+        "--shard-size",
+        "500",
+        "--workers",
+        "16",
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, server):
@@ -54,9 +71,14 @@ def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, ser
     rows, deliverable = _rows(server)
     csv_path = write_csv(tmp_path / "p.csv", rows)
     data_dir = tmp_path / "d"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "PROMPTLAKE_READ_TIMEOUT": "0.3",
-           "PROMPTLAKE_BACKOFF_BASE": "0.02", "PROMPTLAKE_FETCH_PER_HOST": "16",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "ph"),
+        "PROMPTLAKE_READ_TIMEOUT": "0.3",
+        "PROMPTLAKE_BACKOFF_BASE": "0.02",
+        "PROMPTLAKE_FETCH_PER_HOST": "16",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("PREFECT_API_URL", None)
     proc = _ingest(csv_path, data_dir, env)
     deadline = time.monotonic() + 240
@@ -82,10 +104,17 @@ def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, ser
     # every input row is a shard row or a reject with a reason
     rejects = pq.read_table(data.rejects).to_pylist()
     assert Counter(r["reason"] for r in rejects) == {
-        "missing_id": 20, "empty_prompt": 20, "invalid_url": 20, "bad_size": 20,
-        "duplicate_id": 20}
-    status_rows = [r for p in sorted((data.root / "fetch").glob("*.parquet"))
-                   for r in pq.read_table(p).to_pylist()]
+        "missing_id": 20,
+        "empty_prompt": 20,
+        "invalid_url": 20,
+        "bad_size": 20,
+        "duplicate_id": 20,
+    }
+    status_rows = [
+        r
+        for p in sorted((data.root / "fetch").glob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    ]
     assert len(status_rows) + len(rejects) == N
     ids = [r["id"] for r in status_rows]
     assert len(ids) == len(set(ids)) == N - 100  # exactly one status per row
