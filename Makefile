@@ -27,8 +27,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench-fetch: install
-	$(PY) benchmarks/fetch.py $(BENCH_ARGS)
+# img2dataset gets its own virtualenv: it pins a `dataclasses` backport that breaks pydantic
+.venv-bench/.installed:
+	python3 -m venv .venv-bench
+	.venv-bench/bin/pip install -q img2dataset
+	touch $@
+
+bench-fetch: install .venv-bench/.installed
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) benchmarks/fetch.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import IngestParams
-from flows.shards import StageResult, publish_summary, run_shards
+from flows.shards import StageResult, make_runner, publish_summary, run_shards
 from promptlake.settings import Settings, get_settings
 from storage.records import PlanManifest, SourceInfo
 from tasks.download import download_task
@@ -56,18 +56,20 @@ def ingest(params: IngestParams) -> IngestSummary:
         fetch = fetch_task.with_options(
             retries=settings.task_retries, retry_delay_seconds=settings.task_retry_delay
         )
-        summary.stages.append(
-            run_shards(
-                fetch,
-                shards,
-                concurrency=params.shard_concurrency,
-                progress=params.progress,
-                data_dir=data_dir,
-                settings=settings,
-                retry_failed=params.retry_failed,
-                force=params.force,
+        with make_runner(params.runner, params.shard_concurrency) as runner:
+            summary.stages.append(
+                run_shards(
+                    fetch,
+                    shards,
+                    runner=runner,
+                    concurrency=params.shard_concurrency,
+                    progress=params.progress,
+                    data_dir=data_dir,
+                    settings=settings,
+                    retry_failed=params.retry_failed,
+                    force=params.force,
+                )
             )
-        )
     _report(summary, params)
     if summary.failed:
         lines = [f"{stage}: {', '.join(sorted(f))}" for stage, f in summary.failed.items()]

@@ -27,6 +27,11 @@ class IngestParams(BaseModel):
     retry_failed: bool = Field(False, description="Re-fetch failed rows of finished shards.")
     force: bool = Field(False, description="Redo finished shards (re-plans from scratch).")
     shard_concurrency: int = Field(2, ge=1, le=64, description="Shards processed at once.")
+    runner: Literal["thread", "process"] = Field(
+        "process",
+        description="Run shard tasks in threads of the flow's process, or in worker processes "
+        "(true parallelism: faster on several cores).",
+    )
     fetch_workers: int | None = Field(None, ge=1, le=512, description="HTTP threads per shard.")
     allow_file_urls: bool | None = Field(None, description="Allow file:// image URLs.")
     progress: bool = Field(False, description="Show tqdm bars (for terminals).")

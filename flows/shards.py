@@ -11,6 +11,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from storage.records import ShardStats
@@ -23,10 +24,27 @@ class StageResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def make_runner(kind: str, workers: int) -> TaskRunner:
+    """The task runner for shard tasks: threads of this process, or worker processes (each
+    with its own GIL, its own HTTP pool and LMDB handle)."""
+    if kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    raise ValueError(f"unknown runner {kind!r}: use thread or process")
+
+
 def run_shards(
-    stage_task: Any, shards: list[str], *, concurrency: int, progress: bool, **kwargs: Any
+    stage_task: Any,
+    shards: list[str],
+    *,
+    runner: TaskRunner,
+    concurrency: int,
+    progress: bool,
+    **kwargs: Any,
 ) -> StageResult:
-    """Submit ``stage_task`` once per shard, at most ``concurrency`` at a time."""
+    """Submit ``stage_task`` once per shard on ``runner`` (entered by the caller), at most
+    ``concurrency`` at a time, so that every shard shows as its own task run."""
     result = StageResult(stage_task.name)
     if not shards:
         return result
@@ -38,7 +56,7 @@ def run_shards(
     while queue or pending:
         while queue and len(pending) < concurrency:
             shard = queue.pop(0)
-            fut = stage_task.submit(shard, **kwargs)
+            fut = runner.submit(stage_task, {"shard": shard, **kwargs})
             names[fut] = shard
             pending.add(fut)
         # Prefect's wait() waits for all; a short timeout turns it into "whichever finished"

@@ -24,6 +24,12 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="HTTP threads per shard")
     p.add_argument("--shard-concurrency", type=int, help="shards processed at once")
     p.add_argument(
+        "--runner",
+        choices=["thread", "process"],
+        default="process",
+        help="shard tasks in threads or in worker processes (default)",
+    )
+    p.add_argument(
         "--allow-file-urls", action="store_true", default=None, help="allow file:// image URLs"
     )
 
@@ -55,6 +61,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         force=args.force,
         shard_concurrency=s.shard_concurrency,
+        runner=args.runner,
         fetch_workers=args.workers,
         allow_file_urls=args.allow_file_urls,
         progress=sys.stderr.isatty(),

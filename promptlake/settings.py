@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         64_000_000, gt=0, description="Decoded pixel limit (decompression-bomb guard)."
     )
     image_size: int = Field(256, ge=16, le=4096, description="Shorter side after resizing.")
+    resize_filter: str = Field(
+        "bilinear", pattern="^(box|bilinear|bicubic|lanczos)$", description="Downscale filter."
+    )
     image_format: str = Field("jpeg", pattern="^(jpeg|webp|png)$")
     image_quality: int = Field(90, ge=1, le=100)
     allow_file_urls: bool = Field(False, description="Allow file:// image URLs (local data).")

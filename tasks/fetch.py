@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,14 +48,31 @@ STATUS_SCHEMA = pa.schema(
 )
 
 
-def fetch_one(
-    fetcher: Fetcher, rid: str, url: str, s: Settings
-) -> tuple[FetchRecord, bytes | None]:
-    """Download, verify and re-encode one image; every outcome is a record, never an exception."""
-    start = time.perf_counter()
-    got = fetcher.get(url)
+@dataclass(order=True)
+class Job:
+    """One row to fetch; ordered by when it may run (retries wait without holding a worker)."""
+
+    ready: float
+    rid: str = field(compare=False)
+    url: str = field(compare=False)
+    attempt: int = field(default=1, compare=False)
+    started: float = field(default=0.0, compare=False)
+
+
+def fetch_one(fetcher: Fetcher, job: Job, s: Settings) -> tuple[FetchRecord, bytes | None] | Job:
+    """One try at a row: a final record (never an exception), or the job of its next try."""
+    started = job.started or time.perf_counter()
+    got = fetcher.attempt(job.url, job.attempt)
+    if got.retry_in is not None and job.attempt <= s.fetch_retries:
+        return Job(time.monotonic() + got.retry_in, job.rid, job.url, job.attempt + 1, started)
     rec = FetchRecord(
-        rid, url, got.status, got.http_status, got.error, len(got.body), attempts=got.attempts
+        job.rid,
+        job.url,
+        got.status,
+        got.http_status,
+        got.error,
+        len(got.body),
+        attempts=got.attempts,
     )
     image = None
     if got.status == "ok":
@@ -63,26 +84,39 @@ def fetch_one(
                 fmt=s.image_format,
                 quality=s.image_quality,
                 max_pixels=s.max_image_pixels,
+                resample=s.resize_filter,
             )
             image = img.data
             rec.orig_width, rec.orig_height = img.orig_width, img.orig_height
             rec.width, rec.height = img.width, img.height
         except ImageProblem as exc:
             rec.status, rec.error = exc.status, str(exc)[:300]
-    rec.elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+    rec.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
     return rec, image
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int) -> Iterator:
-    """Like ``pool.map`` but unordered and with at most ``window`` items in flight."""
-    pending: set[Future] = set()
-    for item in items:
-        pending.add(pool.submit(fn, *item))
-        if len(pending) >= window:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
-    for f in pending:
-        yield f.result()
+def run_jobs(
+    pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: list[Job], window: int
+) -> Iterator[Any]:
+    """Yield ``fn(job)`` results, unordered, at most ``window`` in flight. A result that is a
+    ``Job`` is queued again and runs once its ``ready`` time has come."""
+    fresh, later, pending = deque(jobs), [], set()
+    while fresh or later or pending:
+        now = time.monotonic()
+        while len(pending) < window and (fresh or (later and later[0].ready <= now)):
+            due = later and later[0].ready <= now
+            pending.add(pool.submit(fn, heapq.heappop(later) if due else fresh.popleft()))
+        timeout = max(0.0, later[0].ready - now) if later and len(pending) < window else None
+        if not pending:
+            time.sleep(timeout or 0.0)
+            continue
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for fut in done:
+            out = fut.result()
+            if isinstance(out, Job):
+                heapq.heappush(later, out)
+            else:
+                yield out
 
 
 def run_shard(
@@ -104,7 +138,7 @@ def run_shard(
     cache = ImageCache.open(data.image_cache, settings.lmdb_map_size)
     known = {} if force else cache.records(r["id"] for r in rows)
     todo = [
-        (r["id"], r["url"])
+        Job(0.0, r["id"], r["url"])
         for r in rows
         if r["id"] not in known or (retry_failed and _retryable(known[r["id"]]))
     ]
@@ -114,8 +148,8 @@ def run_shard(
     )
     try:
         with ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fetch") as pool:
-            work = ((fetcher, rid, url, settings) for rid, url in todo)
-            for rec, image in _bounded_map(pool, fetch_one, work, 2 * settings.fetch_workers):
+            one = partial(fetch_one, fetcher, s=settings)
+            for rec, image in run_jobs(pool, one, todo, 2 * settings.fetch_workers):
                 cache.put(rec, image)  # one commit per image: a kill loses nothing fetched
                 bar.update()
     finally:

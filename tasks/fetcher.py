@@ -29,6 +29,7 @@ class Download:
     http_status: int | None = None
     error: str = ""
     attempts: int = 0
+    retry_in: float | None = None
 
 
 class _Failure(Exception):
@@ -81,24 +82,21 @@ class Fetcher:
     def close(self) -> None:
         self.session.close()
 
-    def get(self, url: str) -> Download:
-        """Download ``url``, retrying timeouts, connection errors, 429 and 5xx with backoff."""
+    def attempt(self, url: str, attempt: int = 1) -> Download:
+        """One try at ``url``. A failure that may pass (timeout, dropped connection, 429, 5xx)
+        carries ``retry_in``: the caller schedules the next try instead of sleeping on a worker."""
         parts = urlparse(url)
         if parts.scheme == "file":
             return self._read_file(parts.path)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            return Download("invalid_url", error=f"unsupported URL {url[:200]!r}")
-        slot = _host_slot(parts.hostname, self.s.fetch_per_host)
-        for attempt in range(1, self.s.fetch_retries + 2):
-            try:
-                with slot:
-                    body, code = self._attempt(url)
-                return Download("ok", body, code, attempts=attempt)
-            except _Failure as f:
-                if not f.retry or attempt > self.s.fetch_retries:
-                    return Download(f.status, b"", f.http_status, f.error, attempt)
-                time.sleep(self._delay(attempt, f.wait))
-        raise AssertionError("unreachable")
+            return Download("invalid_url", error=f"unsupported URL {url[:200]!r}", attempts=1)
+        try:
+            with _host_slot(parts.hostname, self.s.fetch_per_host):
+                body, code = self._attempt(url)
+            return Download("ok", body, code, attempts=attempt)
+        except _Failure as f:
+            retry_in = self._delay(attempt, f.wait) if f.retry else None
+            return Download(f.status, b"", f.http_status, f.error, attempt, retry_in)
 
     def _delay(self, attempt: int, wait: float | None) -> float:
         if wait is not None:  # the server said when: honour it, within our own ceiling
@@ -164,6 +162,7 @@ class Fetcher:
                 "invalid_url",
                 error="file:// URLs are disabled; set "
                 "PROMPTLAKE_ALLOW_FILE_URLS=1 for a dataset you trust",
+                attempts=1,
             )
         local = Path(unquote(path))
         try:

@@ -43,12 +43,14 @@ def _artifacts(flow_run_id):
         )
 
 
-def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server):
+@pytest.mark.parametrize("runner", ["thread", "process"])
+def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, runner):
     params = IngestParams(
         source=str(_csv(tmp_path, server)),
         data_dir=str(tmp_path / "d"),
         shard_size=5,
         shard_concurrency=2,
+        runner=runner,
     )
     state = ingest(params, return_state=True)
     assert state.is_completed(), state.message
