@@ -1,4 +1,4 @@
-"""The ingest flow: download → plan → fetch (one task per shard), ending Failed on failed shards."""
+"""The ingest flow: download → plan → per shard fetch → embed, ending Failed on failed shards."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectNotFound
 
 from flows.params import IngestParams
-from flows.shards import StageResult, make_runner, publish_summary, run_shards
+from flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
 from promptlake.settings import Settings, get_settings
 from storage.records import PlanManifest, SourceInfo
 from tasks.download import download_task
+from tasks.embed import GPU_LIMIT, embed_task
 from tasks.fetch import fetch_task
 from tasks.plan import plan_task
 
@@ -38,7 +42,36 @@ def _settings(p: IngestParams) -> Settings:
         fetch_workers=p.fetch_workers,
         allow_file_urls=p.allow_file_urls,
         shard_concurrency=p.shard_concurrency,
+        clip_model=p.model,
+        device=p.device,
     )
+
+
+def ensure_gpu_limit(slots: int) -> None:
+    """Create the GPU concurrency limit if the server lacks it (an operator's value is kept)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots)
+            )
+
+
+def _stages(p: IngestParams, s: Settings) -> list[Stage]:
+    retry = {"retries": s.task_retries, "retry_delay_seconds": s.task_retry_delay}
+    common = {"data_dir": str(s.data_dir), "settings": s, "force": p.force}
+    stages = [
+        Stage(
+            fetch_task.with_options(**retry),
+            p.shard_concurrency,
+            {**common, "retry_failed": p.retry_failed},
+        )
+    ]
+    if p.runs("embed"):
+        ensure_gpu_limit(s.gpu_slots)
+        stages.append(Stage(embed_task.with_options(**retry), s.gpu_slots, common))
+    return stages
 
 
 @flow(name="ingest", log_prints=True)
@@ -52,24 +85,11 @@ def ingest(params: IngestParams) -> IngestSummary:
             summary.source, data_dir, params.shard_size, params.limit, force=params.force
         )
     if params.runs("fetch"):
+        stages = _stages(params, settings)
         shards = [s.name for s in summary.plan.shards]
-        fetch = fetch_task.with_options(
-            retries=settings.task_retries, retry_delay_seconds=settings.task_retry_delay
-        )
-        with make_runner(params.runner, params.shard_concurrency) as runner:
-            summary.stages.append(
-                run_shards(
-                    fetch,
-                    shards,
-                    runner=runner,
-                    concurrency=params.shard_concurrency,
-                    progress=params.progress,
-                    data_dir=data_dir,
-                    settings=settings,
-                    retry_failed=params.retry_failed,
-                    force=params.force,
-                )
-            )
+        workers = sum(st.limit for st in stages)
+        with make_runner(params.runner, workers, params.dask_address) as runner:
+            summary.stages = run_pipeline(stages, shards, runner=runner, progress=params.progress)
     _report(summary, params)
     if summary.failed:
         lines = [f"{stage}: {', '.join(sorted(f))}" for stage, f in summary.failed.items()]

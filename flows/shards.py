@@ -1,7 +1,9 @@
-"""Run one task per shard with bounded concurrency, and show progress in the terminal and UI."""
+"""Run shard tasks through a chain of stages with a concurrency cap per stage, and show progress
+in the terminal (tqdm) and the Prefect UI (progress and table artifacts)."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,57 +26,82 @@ class StageResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def make_runner(kind: str, workers: int) -> TaskRunner:
-    """The task runner for shard tasks: threads of this process, or worker processes (each
-    with its own GIL, its own HTTP pool and LMDB handle)."""
+@dataclass
+class Stage:
+    """One stage of the chain: its task, how many shards it may run at once, its arguments."""
+
+    task: Any
+    limit: int
+    kwargs: dict[str, Any]
+
+
+def make_runner(kind: str, workers: int, address: str | None = None) -> TaskRunner:
+    """The task runner for shard tasks: threads of this process, worker processes (each with
+    its own GIL, HTTP pool, LMDB handle and model), or a Dask cluster (local or at ``address``)."""
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "process":
         return ProcessPoolTaskRunner(max_workers=workers)
-    raise ValueError(f"unknown runner {kind!r}: use thread or process")
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
+        )
+    raise ValueError(f"unknown runner {kind!r}: use thread, process or dask")
 
 
-def run_shards(
-    stage_task: Any,
-    shards: list[str],
-    *,
-    runner: TaskRunner,
-    concurrency: int,
-    progress: bool,
-    **kwargs: Any,
-) -> StageResult:
-    """Submit ``stage_task`` once per shard on ``runner`` (entered by the caller), at most
-    ``concurrency`` at a time, so that every shard shows as its own task run."""
-    result = StageResult(stage_task.name)
+def run_pipeline(
+    stages: list[Stage], shards: list[str], *, runner: TaskRunner, progress: bool
+) -> list[StageResult]:
+    """Run every shard through ``stages`` in order on ``runner`` (entered by the caller). A
+    shard enters a stage as soon as it left the previous one, so fetch runs ahead of embed; a
+    shard that failed a stage goes no further."""
+    results = [StageResult(st.task.name) for st in stages]
     if not shards:
-        return result
-    artifact = create_progress_artifact(0.0, description=f"{result.stage}: shards done")
-    bar = tqdm(total=len(shards), desc=result.stage, unit="shard", disable=not progress)
-    pending: set[PrefectFuture] = set()
-    names: dict[PrefectFuture, str] = {}
-    queue = list(shards)
-    while queue or pending:
-        while queue and len(pending) < concurrency:
-            shard = queue.pop(0)
-            fut = runner.submit(stage_task, {"shard": shard, **kwargs})
-            names[fut] = shard
-            pending.add(fut)
+        return results
+    queues = [deque(shards)] + [deque() for _ in stages[1:]]
+    running: dict[PrefectFuture, tuple[int, str]] = {}
+    bars = [
+        tqdm(total=len(shards), desc=r.stage, unit="shard", disable=not progress, position=i)
+        for i, r in enumerate(results)
+    ]
+    arts = [
+        create_progress_artifact(0.0, description=f"{r.stage}: shards finished") for r in results
+    ]
+    while any(queues) or running:
+        for i in reversed(range(len(stages))):  # downstream first: finish shards early
+            busy = sum(1 for s, _ in running.values() if s == i)
+            while queues[i] and busy < stages[i].limit:
+                shard = queues[i].popleft()
+                fut = runner.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
+                running[fut], busy = (i, shard), busy + 1
         # Prefect's wait() waits for all; a short timeout turns it into "whichever finished"
-        for fut in wait(list(pending), timeout=0.5).done:
-            pending.discard(fut)
-            _collect(fut, names[fut], result)
-            bar.update()  # a disabled bar counts nothing: progress comes from the result
-            finished = len(result.done) + len(result.failed)
-            update_progress_artifact(artifact, 100.0 * finished / len(shards))
-    bar.close()
-    return result
+        for fut in wait(list(running), timeout=0.5).done:
+            i, shard = running.pop(fut)
+            if _collect(fut, shard, results[i]) and i + 1 < len(stages):
+                queues[i + 1].append(shard)
+            bars[i].update()
+            finished = len(results[i].done) + len(results[i].failed)
+            update_progress_artifact(arts[i], 100.0 * finished / len(shards))
+    for bar in bars:
+        bar.close()
+    return results
 
 
-def _collect(fut: PrefectFuture, shard: str, result: StageResult) -> None:
+def _collect(fut: PrefectFuture, shard: str, result: StageResult) -> bool:
     try:
         result.done[shard] = fut.result()
+        return True
     except Exception as exc:  # the task failed after its retries: the shard is failed
         result.failed[shard] = f"{type(exc).__name__}: {exc}"[:500]
+        return False
 
 
 def publish_summary(results: list[StageResult], key: str) -> None:
@@ -82,6 +109,7 @@ def publish_summary(results: list[StageResult], key: str) -> None:
     rows = []
     for res in results:
         for shard, st in sorted(res.done.items()):
+            status = ", ".join(f"{k}={v}" for k, v in sorted(st.by_status.items()))
             rows.append(
                 {
                     "stage": res.stage,
@@ -91,7 +119,7 @@ def publish_summary(results: list[StageResult], key: str) -> None:
                     "ok": st.ok,
                     "failed": st.failed,
                     "seconds": st.seconds,
-                    "by_status": ", ".join(f"{k}={v}" for k, v in sorted(st.by_status.items())),
+                    "by_status": status,
                 }
             )
         for shard, reason in sorted(res.failed.items()):

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     image_quality: int = Field(90, ge=1, le=100)
     allow_file_urls: bool = Field(False, description="Allow file:// image URLs (local data).")
     user_agent: str = Field("promptlake/0.1 (+https://github.com/promptlake)")
+    # embed
+    clip_model: str = Field(
+        "openai/clip-vit-base-patch32", description="CLIP hub name or local save_pretrained dir."
+    )
+    device: str = Field("auto", pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+    text_batch: int = Field(256, ge=1, le=65536, description="Prompts per model call.")
+    image_batch: int = Field(64, ge=1, le=8192, description="Images per model call.")
+    decode_workers: int = Field(4, ge=1, le=128, description="Image decode threads per shard.")
+    gpu_slots: int = Field(
+        1, ge=1, le=64, description="Embed shards at once (one per GPU): a Prefect limit."
+    )
     lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
 
 

@@ -46,6 +46,12 @@ class DataDir:
     def fetch_status(self, shard: str) -> Path:
         return self.root / "fetch" / f"{shard}.parquet"
 
+    def embed_dir(self, namespace: str) -> Path:
+        return self.root / "embed" / namespace
+
+    def vectors(self, namespace: str, kind: str, shard: str) -> Path:
+        return self.embed_dir(namespace) / kind / f"{shard}.parquet"
+
     @property
     def image_cache(self) -> Path:
         return self.root / "cache" / "images.lmdb"

@@ -7,13 +7,21 @@ from typing import Any
 from storage.layout import DataDir, read_json
 from storage.markers import Markers
 from storage.records import SHARDED_STAGES, PlanManifest
+from storage.vectors import namespaces
 
 
 def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]:
-    """Counts for one sharded stage, plus the failed shards with their reasons."""
-    markers = Markers(data, stage)
-    done = {k: v for k, v in markers.all_done().items() if k in set(shards)}
-    failures = {k: v for k, v in markers.failures().items() if k not in done}
+    """Counts for one sharded stage, plus the failed shards with their reasons. Embeddings are
+    counted for the newest model namespace (the others are listed)."""
+    done_markers, extra = Markers(data, stage), {}
+    if stage == "embed":
+        models = namespaces(data)
+        if models:
+            current = list(models)[-1]
+            done_markers = Markers(data, f"embed/{current}")
+            extra = {"model": models[current], "namespaces": list(models)}
+    done = {k: v for k, v in done_markers.all_done().items() if k in set(shards)}
+    failures = {k: v for k, v in Markers(data, stage).failures().items() if k not in done}
     by_status: dict[str, int] = {}
     for stats in done.values():
         for status, n in stats.by_status.items():
@@ -26,6 +34,7 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]
         "rows_failed": sum(s.failed for s in done.values()),
         "by_status": by_status,
         "failed": failures,
+        **extra,
     }
 
 

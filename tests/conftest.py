@@ -64,3 +64,34 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A small CLIP built and saved locally; loaded through the same from_pretrained(path)."""
+    from promptlake.tiny_clip import build_clip
+
+    return str(build_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", image_size=64))
+
+
+@pytest.fixture
+def embed_settings(fast_settings, tiny_clip) -> Settings:
+    return fast_settings.model_copy(
+        update={"clip_model": tiny_clip, "device": "cpu", "text_batch": 7, "image_batch": 5}
+    )
+
+
+def make_shards(
+    tmp_path: Path, data: DataDir, server: FaultServer, n: int, shard_size: int, bad_every: int = 0
+) -> list[str]:
+    """Plan ``n`` sample prompts with images on ``server`` (every ``bad_every``-th a 404)."""
+    from promptlake.sample_data import sample_prompts
+    from tasks.download import download
+    from tasks.plan import plan
+
+    rows = []
+    for i, prompt in enumerate(sample_prompts(n, seed=1)):
+        kind = "404" if bad_every and i % bad_every == bad_every - 1 else "img"
+        rows.append([f"e{i}", prompt, server.url(kind, f"e{i}"), 512, 512, "s"])
+    src = write_csv(tmp_path / "e.csv", rows)
+    return [s.name for s in plan(download(str(src), data), data, shard_size=shard_size).shards]

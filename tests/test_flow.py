@@ -9,6 +9,7 @@ from prefect.client.schemas.filters import FlowRunFilter
 from flows.ingest import ingest
 from flows.params import IngestParams
 from promptlake.cli import main
+from storage.layout import DataDir
 from storage.markers import Markers
 from tests.conftest import write_csv
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture(autouse=True)
-def _fast(monkeypatch):
+def _fast(monkeypatch, tiny_clip):
+    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", tiny_clip)
+    monkeypatch.setenv("PROMPTLAKE_DEVICE", "cpu")
     for k, v in {
         "READ_TIMEOUT": "0.5",
         "BACKOFF_BASE": "0.01",
@@ -56,17 +59,22 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.plan.rows_total == 13 and summary.plan.rows_rejected == 1
-    (fetch,) = summary.stages
+    fetch, emb = summary.stages
     assert sorted(fetch.done) == ["00000", "00001", "00002"] and not fetch.failed
     assert sum(s.ok for s in fetch.done.values()) == 8
+    assert sorted(emb.done) == ["00000", "00001", "00002"] and not emb.failed
+    assert sum(s.by_status["image"] for s in emb.done.values()) == 8
+    assert sum(s.by_status["text"] for s in emb.done.values()) == 12
     arts = _artifacts(state.state_details.flow_run_id)
     kinds = {a.type for a in arts}
     assert {"progress", "table", "markdown"} <= kinds
     table = next(a for a in arts if a.key == "ingest-shards")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert [r["shard"] for r in rows] == ["00000", "00001", "00002"]
-    progress = next(a for a in arts if a.type == "progress")
-    assert float(progress.data) == 100.0
+    assert [(r["stage"], r["shard"]) for r in rows] == [
+        (stage, s) for stage in ("fetch", "embed") for s in ("00000", "00001", "00002")
+    ]
+    progress = [a for a in arts if a.type == "progress"]
+    assert [float(a.data) for a in progress] == [100.0, 100.0]
 
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
@@ -79,22 +87,24 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     state = ingest(params, return_state=True)
     assert state.is_failed()
     assert "fetch: 00001" in state.message
-    assert set(
-        Markers(__import__("storage.layout").layout.DataDir(data_dir), "fetch").all_done()
-    ) == {"00000", "00002"}
+    assert set(Markers(DataDir(data_dir), "fetch").all_done()) == {"00000", "00002"}
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     fetch = report["stages"]["fetch"]
     assert (fetch["shards_done"], fetch["shards_failed"], fetch["shards_pending"]) == (2, 1, 0)
     assert "00001" in fetch["failed"] and "Parquet" in fetch["failed"]["00001"]
+    emb = report["stages"]["embed"]
+    assert (emb["shards_done"], emb["shards_failed"], emb["shards_pending"]) == (2, 0, 1)
     before = dict(server.requests)
     shard.write_bytes(good)
     assert ingest(params, return_state=True).is_completed()
     new = {p for p in server.requests if server.requests[p] != before.get(p)}
     assert new == {"/img/n5", "/img/n6", "/img/n7", "/404/n8", "/img/n9"}  # only shard 00001's rows
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
-    fetch = json.loads(capsys.readouterr().out)["stages"]["fetch"]
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    fetch, emb = stages["fetch"], stages["embed"]
     assert (fetch["shards_done"], fetch["shards_failed"], fetch["rows_ok"]) == (3, 0, 8)
+    assert (emb["shards_done"], emb["rows_ok"], emb["by_status"]["image"]) == (3, 12, 8)
 
 
 def test_status_json_shape(tmp_path, server, capsys):
@@ -115,3 +125,55 @@ def test_status_json_shape(tmp_path, server, capsys):
     }
     main(["status", "--data-dir", str(data_dir)])
     assert "3 done, 0 failed, 0 pending" in capsys.readouterr().out
+
+
+def test_dask_runner_on_a_local_two_worker_cluster(tmp_path, server):
+    params = IngestParams(
+        source=str(_csv(tmp_path, server)),
+        data_dir=str(tmp_path / "d"),
+        shard_size=5,
+        shard_concurrency=2,
+        runner="dask",
+    )
+    state = ingest(params, return_state=True)
+    assert state.is_completed(), state.message
+    fetch, emb = state.result().stages
+    assert len(fetch.done) == len(emb.done) == 3
+    assert {s.extra["namespace"] for s in emb.done.values()} == {
+        next(iter(emb.done.values())).extra["namespace"]
+    }
+
+
+def test_embed_tasks_hold_the_gpu_limit(tmp_path, server, tiny_clip):
+    """Two embed tasks submitted at once never overlap: the Prefect limit holds them apart."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.ingest import ensure_gpu_limit
+    from promptlake.settings import Settings
+    from tasks.embed import embed_markers, embed_task
+    from tasks.encoder import get_encoder
+    from tests.conftest import make_shards
+
+    data = DataDir(tmp_path / "d")
+    shards = make_shards(tmp_path, data, server, 40, shard_size=20)
+    settings = Settings(data_dir=data.root, clip_model=tiny_clip, device="cpu")
+    from tasks.fetch import run_shard
+
+    for s in shards:
+        run_shard(s, data, settings)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def two_at_once():
+        ensure_gpu_limit(1)
+        futs = [embed_task.submit(s, str(data.root), settings) for s in shards]
+        return [f.result() for f in futs]
+
+    two_at_once()
+    ns = get_encoder(tiny_clip, "cpu").info.namespace
+    spans = []
+    for s in shards:
+        raw = json.loads(embed_markers(data, ns).path(s).read_text())
+        spans.append((raw["finished_at"] - raw["seconds"], raw["finished_at"]))
+    (_a0, a1), (b0, _b1) = sorted(spans)
+    assert a1 <= b0 + 0.05, spans

@@ -1,0 +1,68 @@
+"""Per-shard vector files: ids plus L2-normalised float32 vectors, one model per namespace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.layout import DataDir, atomic_path, read_json, write_json
+
+
+class ModelMismatch(RuntimeError):
+    """Vectors of one model were about to be mixed with another's."""
+
+
+def vector_schema(dim: int) -> pa.Schema:
+    return pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+
+
+def write_vectors(path: Path, ids: list[str], vectors: np.ndarray) -> None:
+    """Write ``ids`` and their vectors atomically."""
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    table = pa.table(
+        [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
+        schema=vector_schema(dim),
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
+    """Ids and a (n, dim) float32 array."""
+    table = pq.read_table(path)
+    dim = table.schema.field("vector").type.list_size
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return table.column("id").to_pylist(), flat.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def claim_namespace(data: DataDir, namespace: str, model: dict[str, Any]) -> None:
+    """Record which model owns ``namespace``; refuse if another model already wrote there."""
+    path = data.embed_dir(namespace) / "model.json"
+    if path.exists():
+        have = read_json(path)
+        keys = ("name", "revision", "dim")
+        if tuple(have.get(k) for k in keys) != tuple(model.get(k) for k in keys):
+            raise ModelMismatch(
+                f"{data.embed_dir(namespace)} holds vectors of {have.get('name')} "
+                f"(revision {str(have.get('revision'))[:12]}, dim {have.get('dim')}), not of "
+                f"{model.get('name')} (revision {str(model.get('revision'))[:12]}, dim "
+                f"{model.get('dim')}); vectors of different models are never mixed"
+            )
+        return
+    write_json(path, model)
+
+
+def namespaces(data: DataDir) -> dict[str, dict[str, Any]]:
+    """Every embedding namespace of ``data`` with its model record, oldest first."""
+    root = data.root / "embed"
+    found = (
+        sorted(root.glob("*/model.json"), key=lambda p: p.stat().st_mtime) if root.exists() else []
+    )
+    return {p.parent.name: read_json(p) for p in found}

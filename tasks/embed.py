@@ -1,0 +1,145 @@
+"""embed: CLIP text and image vectors per shard, written atomically into the model's namespace."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+from prefect import task
+from prefect.concurrency.sync import concurrency
+from tqdm.auto import tqdm
+
+from promptlake.settings import Settings
+from storage.image_cache import ImageCache
+from storage.layout import DataDir
+from storage.markers import Markers
+from storage.records import ShardStats
+from storage.vectors import claim_namespace, write_vectors
+from tasks.encoder import ClipEncoder, get_encoder
+from tasks.fetch import read_status
+from tasks.plan import read_shard
+
+STAGE = "embed"
+GPU_LIMIT = "promptlake-gpu"
+
+
+def embed_markers(data: DataDir, namespace: str) -> Markers:
+    """Markers of one model's embeddings: ``state/embed/<namespace>/<shard>.json``."""
+    return Markers(data, f"{STAGE}/{namespace}")
+
+
+def run_shard(
+    shard: str, data: DataDir, settings: Settings, *, force: bool = False, progress: bool = False
+) -> ShardStats:
+    """Embed one fetched shard's prompts and images. A marked shard is skipped (no model work);
+    an interrupted one is redone whole, since its files only appear when complete."""
+    enc = get_encoder(settings.clip_model, settings.device)
+    ns = enc.info.namespace
+    markers = embed_markers(data, ns)
+    if markers.done(shard) and not force:
+        return markers.read(shard)
+    if not Markers(data, "fetch").done(shard):
+        raise RuntimeError(f"embed {shard}: its fetch has not finished; run fetch first")
+    claim_namespace(data, ns, {**enc.info.__dict__, "namespace": ns})
+    start = time.perf_counter()
+    rows = read_shard(data, shard).select(["id", "prompt"]).to_pydict()
+    text, truncated = enc.encode_text(rows["prompt"], settings.text_batch)
+    text_s = time.perf_counter() - start
+    write_vectors(data.vectors(ns, "text", shard), rows["id"], text)
+    status = read_status(data, shard).select(["id", "status"]).to_pydict()
+    ok_ids = [i for i, s in zip(status["id"], status["status"], strict=True) if s == "ok"]
+    ids, vecs, broken = _image_vectors(
+        enc, ImageCache.open(data.image_cache), ok_ids, settings, progress=progress, shard=shard
+    )
+    write_vectors(data.vectors(ns, "image", shard), ids, vecs)
+    n = len(rows["id"])
+    stats = ShardStats(
+        STAGE,
+        shard,
+        rows=n,
+        ok=n,
+        failed=0,
+        by_status={
+            "text": n,
+            "image": len(ids),
+            "no_image": n - len(ok_ids),
+            "image_error": broken,
+        },
+        seconds=round(time.perf_counter() - start, 3),
+        extra={
+            "model": enc.info.name,
+            "revision": enc.info.revision,
+            "dim": enc.info.dim,
+            "namespace": ns,
+            "truncated": truncated,
+            "device": enc.device,
+            "text_seconds": round(text_s, 3),
+        },
+    )
+    markers.write(stats)
+    Markers(data, STAGE).error_path(shard).unlink(missing_ok=True)
+    return stats
+
+
+def _image_vectors(
+    enc: ClipEncoder, cache: ImageCache, ids: list[str], s: Settings, *, progress: bool, shard: str
+) -> tuple[list[str], np.ndarray, int]:
+    """Vectors of cached images; decoding runs in threads, ahead of the model."""
+    done_ids: list[str] = []
+    parts: list[np.ndarray] = []
+    broken = 0
+    bar = tqdm(total=len(ids), desc=f"embed {shard}", unit="img", leave=False, disable=not progress)
+    with ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode") as pool:
+        for good, crops, bad in _prepared(pool, enc, cache, ids, s):
+            broken += bad
+            if good:
+                parts.append(enc.encode_pixels(crops))
+                done_ids += good
+            bar.update(len(good) + bad)
+    bar.close()
+    vecs = np.concatenate(parts) if parts else np.zeros((0, enc.info.dim), np.float32)
+    return done_ids, vecs, broken
+
+
+def _prepared(
+    pool: ThreadPoolExecutor, enc: ClipEncoder, cache: ImageCache, ids: list[str], s: Settings
+) -> Iterator[tuple[list[str], np.ndarray, int]]:
+    """Batches of (ids, uint8 crops, unreadable count), at most ``decode_workers + 1`` ahead."""
+    chunks = deque(ids[i : i + s.image_batch] for i in range(0, len(ids), s.image_batch))
+    ahead: deque[Future] = deque()
+    while chunks or ahead:
+        while chunks and len(ahead) <= s.decode_workers:
+            ahead.append(pool.submit(_decode_chunk, enc, cache, chunks.popleft()))
+        yield ahead.popleft().result()
+
+
+def _decode_chunk(
+    enc: ClipEncoder, cache: ImageCache, chunk: list[str]
+) -> tuple[list[str], np.ndarray, int]:
+    blobs = cache.images(chunk)
+    good, crops = [], []
+    for rid in chunk:
+        try:
+            crops.append(enc.prepare_image(blobs[rid]))
+            good.append(rid)
+        except (KeyError, OSError, ValueError):
+            continue  # a cached image that does not decode: counted, not fatal
+    size = (0, enc.crop, enc.crop, 3)
+    return good, np.stack(crops) if crops else np.zeros(size, np.uint8), len(chunk) - len(good)
+
+
+@task(name=STAGE)
+def embed_task(
+    shard: str, data_dir: str, settings: Settings, *, force: bool = False, progress: bool = False
+) -> ShardStats:
+    """Prefect task: embed one shard holding a GPU slot, so fetch can run ahead on the CPU."""
+    data = DataDir(data_dir)
+    try:
+        with concurrency(GPU_LIMIT, occupy=1):
+            return run_shard(shard, data, settings, force=force, progress=progress)
+    except Exception as exc:
+        Markers(data, STAGE).record_failure(shard, exc)  # model-independent: status finds it
+        raise

@@ -1,0 +1,169 @@
+"""CLIP through transformers, built once per worker process: batched text and image vectors.
+
+Text is padded to the longest prompt of each batch (prompts are length-sorted first), not to 77:
+CLIP's text tower is causal, so the vector is the same and most of the work is saved. Images
+arrive as decoded uint8 crops; scaling and normalising happen on the model's device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HELP = (
+    "promptlake could not load the CLIP model {name!r} ({error}). Offline, point "
+    "PROMPTLAKE_CLIP_MODEL (or --model) at a local directory written by save_pretrained() — "
+    "e.g. one copied from a machine that has the Hugging Face cache — or pre-fill HF_HOME and "
+    "set HF_HUB_OFFLINE=1."
+)
+_CACHE: dict[tuple[str, str], ClipEncoder] = {}
+_LOCK = threading.Lock()
+
+
+class ModelLoadError(RuntimeError):
+    """The CLIP model could not be loaded; the message says how to point at a local copy."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model made a vector: vectors of different models never mix."""
+
+    name: str
+    revision: str
+    dim: int
+    max_tokens: int
+
+    @property
+    def namespace(self) -> str:
+        base = Path(self.name).name if Path(self.name).exists() else self.name
+        return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', base).strip('-')[:60]}@{self.revision[:12]}"
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto``: cuda, then mps, then cpu."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _revision(name: str, model: torch.nn.Module) -> str:
+    """The hub commit, or for a local directory a hash of its config and weights."""
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return commit
+    folder = Path(name)
+    digest = hashlib.sha256()
+    for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class ClipEncoder:
+    """A loaded CLIP model with its tokenizer and image settings."""
+
+    def __init__(self, name: str, device: str = "auto") -> None:
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        try:
+            self.model = CLIPModel.from_pretrained(name, dtype=self.dtype).to(self.device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(name)
+            proc = AutoImageProcessor.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(HELP.format(name=name, error=str(exc)[:300])) from exc
+        self.crop = int(proc.crop_size["height"])
+        self.resize_to = int(proc.size.get("shortest_edge", self.crop))
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(proc.image_mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(proc.image_std, device=self.device).view(shape) * 255
+        tc = self.model.config.text_config
+        self.info = ModelInfo(
+            name,
+            _revision(name, self.model),
+            self.model.config.projection_dim,
+            tc.max_position_embeddings,
+        )
+
+    def tokenize(self, prompts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids cut to the model's limit (keeping the end token), and how many were cut."""
+        ids = self.tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+        limit, cut = self.info.max_tokens, 0
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                ids[i], cut = [*seq[: limit - 1], seq[-1]], cut + 1
+        return ids, cut
+
+    @torch.inference_mode()
+    def encode_ids(self, batch: list[list[int]]) -> np.ndarray:
+        """Unit-length text vectors of one batch, padded to its longest sequence."""
+        width = max(len(s) for s in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, seq in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+        out = self.model.get_text_features(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+        )
+        return _unit(out)
+
+    def encode_text(self, prompts: list[str], batch_size: int = 256) -> tuple[np.ndarray, int]:
+        """Vectors in input order, and the number of truncated prompts."""
+        ids, cut = self.tokenize(prompts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.empty((len(ids), self.info.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.encode_ids([ids[i] for i in idx])
+        return out, cut
+
+    def prepare_image(self, data: bytes) -> np.ndarray:
+        """Decode, resize the shorter side and centre-crop: uint8 HxWx3 (runs in threads)."""
+        img = Image.open(io.BytesIO(data))
+        img.draft("RGB", (self.resize_to, self.resize_to))
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = self.resize_to / min(w, h)
+        size = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC)
+        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+        return np.asarray(img.crop((left, top, left + self.crop, top + self.crop)))
+
+    @torch.inference_mode()
+    def encode_pixels(self, crops: np.ndarray) -> np.ndarray:
+        """Unit-length image vectors of a uint8 batch (B, H, W, 3)."""
+        x = torch.from_numpy(crops).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        x = ((x.float() - self.mean) / self.std).to(self.dtype)
+        return _unit(self.model.get_image_features(pixel_values=x))
+
+
+def _unit(out: object) -> np.ndarray:
+    """L2-normalised float32 vectors; transformers 5 returns an output object."""
+    vec = out if isinstance(out, torch.Tensor) else out.pooler_output
+    vec = vec.float()
+    return torch.nn.functional.normalize(vec, dim=-1).cpu().numpy()
+
+
+def get_encoder(name: str, device: str = "auto") -> ClipEncoder:
+    """The process-wide encoder for ``name``: built on first use, then reused by every shard."""
+    key = (name, device)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = ClipEncoder(name, device)
+        return _CACHE[key]
