@@ -15,7 +15,7 @@ from flows.shards import Stage, StageResult, make_runner, publish_summary, run_p
 from promptlake.settings import Settings, get_settings
 from storage.records import PlanManifest, SourceInfo
 from tasks.download import download_task
-from tasks.embed import GPU_LIMIT, embed_task
+from tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from tasks.fetch import fetch_task
 from tasks.plan import plan_task
 
@@ -69,7 +69,8 @@ def _stages(p: IngestParams, s: Settings) -> list[Stage]:
         )
     ]
     if p.runs("embed"):
-        ensure_gpu_limit(s.gpu_slots)
+        if prefect_server_configured():
+            ensure_gpu_limit(s.gpu_slots)
         stages.append(Stage(embed_task.with_options(**retry), s.gpu_slots, common))
     return stages
 

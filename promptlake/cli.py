@@ -25,10 +25,13 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-concurrency", type=int, help="shards processed at once")
     p.add_argument(
         "--runner",
-        choices=["thread", "process"],
+        choices=["thread", "process", "dask"],
         default="process",
-        help="shard tasks in threads or in worker processes (default)",
+        help="shard tasks in threads, worker processes (default) or on a Dask cluster",
     )
+    p.add_argument("--dask-address", help="Dask scheduler (tcp://host:8786); none: local cluster")
+    p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--allow-file-urls", action="store_true", default=None, help="allow file:// image URLs"
     )

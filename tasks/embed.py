@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import numpy as np
 from prefect import task
 from prefect.concurrency.sync import concurrency
+from prefect.settings import get_current_settings
+from prefect.states import State
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
@@ -17,8 +25,8 @@ from storage.image_cache import ImageCache
 from storage.layout import DataDir
 from storage.markers import Markers
 from storage.records import ShardStats
-from storage.vectors import claim_namespace, write_vectors
-from tasks.encoder import ClipEncoder, get_encoder
+from storage.vectors import ModelMismatch, claim_namespace, write_vectors
+from tasks.encoder import ClipEncoder, ModelLoadError, get_encoder, pick_device
 from tasks.fetch import read_status
 from tasks.plan import read_shard
 
@@ -131,14 +139,55 @@ def _decode_chunk(
     return good, np.stack(crops) if crops else np.zeros(size, np.uint8), len(chunk) - len(good)
 
 
-@task(name=STAGE)
+def prefect_server_configured() -> bool:
+    """Whether runs report to a lasting Prefect server (not a temporary one of this process):
+    only such a server frees the slots of killed runs (its repossessor service)."""
+    return bool(get_current_settings().api.url)
+
+
+def _lock_path(device: str) -> Path:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "-")
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{device}-{visible}")
+    return Path(tempfile.gettempdir()) / f"promptlake-gpu-{name}.lock"
+
+
+@contextmanager
+def gpu_slot(device: str) -> Iterator[None]:
+    """Hold the device while embedding: the Prefect limit ``promptlake-gpu`` (one slot per GPU,
+    seen in the UI) when a lasting server is configured, and always an OS lock per device on
+    this machine, which the kernel frees the moment a holder dies, even by SIGKILL."""
+    outer = (
+        concurrency(GPU_LIMIT, occupy=1, lease_duration=60)
+        if prefect_server_configured()
+        else nullcontext()
+    )
+    with outer, open(_lock_path(device), "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _worth_retrying(task: object, task_run: object, state: State) -> bool:
+    """Prefect retries infrastructure faults, not a missing model or a model mix-up."""
+    try:
+        state.result()
+    except (ModelLoadError, ModelMismatch):
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name=STAGE, retry_condition_fn=_worth_retrying)
 def embed_task(
     shard: str, data_dir: str, settings: Settings, *, force: bool = False, progress: bool = False
 ) -> ShardStats:
     """Prefect task: embed one shard holding a GPU slot, so fetch can run ahead on the CPU."""
     data = DataDir(data_dir)
     try:
-        with concurrency(GPU_LIMIT, occupy=1):
+        with gpu_slot(pick_device(settings.device)):
             return run_shard(shard, data, settings, force=force, progress=progress)
     except Exception as exc:
         Markers(data, STAGE).record_failure(shard, exc)  # model-independent: status finds it

@@ -80,12 +80,19 @@ class ClipEncoder:
 
         self.device = pick_device(device)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
-        try:
-            self.model = CLIPModel.from_pretrained(name, dtype=self.dtype).to(self.device).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(name)
-            proc = AutoImageProcessor.from_pretrained(name)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(HELP.format(name=name, error=str(exc)[:300])) from exc
+        errors = []
+        for local_only in (True, False):  # the local cache first: no hub round trips
+            try:
+                kw = {"local_files_only": local_only}
+                model = CLIPModel.from_pretrained(name, dtype=self.dtype, **kw)
+                self.tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+                proc = AutoImageProcessor.from_pretrained(name, **kw)
+                break
+            except (OSError, ValueError) as exc:
+                errors.append(str(exc))
+        else:
+            raise ModelLoadError(HELP.format(name=name, error=errors[-1][:300]))
+        self.model = model.to(self.device).eval()
         self.crop = int(proc.crop_size["height"])
         self.resize_to = int(proc.size.get("shortest_edge", self.crop))
         shape = (1, 3, 1, 1)

@@ -1,5 +1,6 @@
-"""The issue's acceptance run: 5,000 rows (~2% bad), ~10% misbehaving URLs, a SIGKILL mid-fetch,
-then a rerun through the real CLI and flow: nothing lost, nothing duplicated."""
+"""The acceptance run: 5,000 rows (~2% bad), ~10% misbehaving URLs, through fetch and embed with
+the real CLI and flow; a SIGKILL mid-fetch, another mid-embed, then reruns: nothing lost,
+nothing duplicated, and a final rerun that sends no request and does no model work."""
 
 import os
 import signal
@@ -9,11 +10,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from storage.image_cache import ImageCache
 from storage.layout import DataDir
 from storage.markers import Markers
+from storage.vectors import read_vectors
+from tasks.encoder import get_encoder
 from tests.conftest import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +46,7 @@ def _rows(server):
     return rows, deliverable
 
 
-def _ingest(csv_path, data_dir, env):
+def _ingest(csv_path, data_dir, env, log):
     cmd = [
         sys.executable,
         "-m",
@@ -56,21 +60,28 @@ def _ingest(csv_path, data_dir, env):
         "--workers",
         "16",
     ]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log, "ab") as out:  # a file, not a pipe: nobody reads while the child runs
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
-def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, server):
+def _kill_when(proc, ready, what, log):
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert proc.poll() is None, f"finished before {what}: " + log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"never reached {what}"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip):
     server.slow_seconds = 1.0
     rows, deliverable = _rows(server)
     csv_path = write_csv(tmp_path / "p.csv", rows)
     data_dir = tmp_path / "d"
+    log = tmp_path / "ingest.log"
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "ph"),
@@ -78,16 +89,12 @@ def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, ser
         "PROMPTLAKE_BACKOFF_BASE": "0.02",
         "PROMPTLAKE_FETCH_PER_HOST": "16",
         "PYTHONPATH": str(ROOT),
+        "PROMPTLAKE_CLIP_MODEL": tiny_clip,
+        "PROMPTLAKE_DEVICE": "cpu",
     }
     env.pop("PREFECT_API_URL", None)
-    proc = _ingest(csv_path, data_dir, env)
-    deadline = time.monotonic() + 240
-    while sum(server.served_ok.values()) < 1500:
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "fetch never got going"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = _ingest(csv_path, data_dir, env, log)
+    _kill_when(proc, lambda: sum(server.served_ok.values()) >= 1500, "mid-fetch", log)
     data = DataDir(data_dir)
     assert len(Markers(data, "fetch").all_done()) < 10, "killed too late to test a resume"
     cache = ImageCache.open(data.image_cache)
@@ -97,9 +104,14 @@ def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, ser
     assert ok_before
     requests_before = Counter(server.requests)
 
-    proc = _ingest(csv_path, data_dir, env)
-    out = proc.communicate(timeout=400)[0].decode()
-    assert proc.returncode == 0, out[-3000:]
+    ns = get_encoder(tiny_clip, "cpu").info.namespace
+    embedded = Markers(data, f"embed/{ns}")
+    proc = _ingest(csv_path, data_dir, env, log)
+    _kill_when(proc, lambda: len(embedded.all_done()) >= 1, "mid-embed", log)
+    assert len(embedded.all_done()) < 10, "killed too late to test an embed resume"
+
+    proc = _ingest(csv_path, data_dir, env, log)
+    assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
 
     # every input row is a shard row or a reject with a reason
     rejects = pq.read_table(data.rejects).to_pylist()
@@ -130,8 +142,22 @@ def test_sigkill_mid_fetch_then_rerun_loses_and_duplicates_nothing(tmp_path, ser
     twice = [p for p, n in server.served_ok.items() if n > 1 and not p.startswith("/cut/")]
     assert len(twice) <= 2 * 2 * 16, twice
     assert all(server.served_ok[p] == 2 for p in twice)  # /cut/ is "served" once per attempt
-    # a third run sends no request at all
+    # one text vector per valid row and one image vector per fetched image, each exactly once
+    text_ids, image_ids = [], []
+    for shard in sorted(embedded.all_done()):
+        ids, vecs = read_vectors(data.vectors(ns, "text", shard))
+        text_ids += ids
+        assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+        image_ids += read_vectors(data.vectors(ns, "image", shard))[0]
+    assert len(embedded.all_done()) == 10
+    assert sorted(text_ids) == sorted(ids_all := [r["id"] for r in status_rows])
+    assert len(set(ids_all)) == len(ids_all)
+    assert sorted(image_ids) == sorted(ok)
+    # a last run sends no request and does no model work
     seen = sum(server.requests.values())
-    proc = _ingest(csv_path, data_dir, env)
+    stamps = {p: p.stat().st_mtime_ns for p in (data.root / "embed").rglob("*.parquet")}
+    proc = _ingest(csv_path, data_dir, env, log)
     assert proc.wait(timeout=300) == 0
     assert sum(server.requests.values()) == seen
+    assert {p: p.stat().st_mtime_ns for p in (data.root / "embed").rglob("*.parquet")} == stamps
+    assert all(embedded.read(s).seconds > 0 for s in embedded.all_done())
