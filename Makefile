@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format bench-fetch clean
+.PHONY: install test lint format bench-fetch bench-embed clean
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,6 @@ bench-fetch: install .venv-bench/.installed
 
 clean:
 	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache
+
+bench-embed: install
+	$(PY) benchmarks/embed.py $(BENCH_ARGS)

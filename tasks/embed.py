@@ -26,7 +26,13 @@ from storage.layout import DataDir
 from storage.markers import Markers
 from storage.records import ShardStats
 from storage.vectors import ModelMismatch, claim_namespace, write_vectors
-from tasks.encoder import ClipEncoder, ModelLoadError, get_encoder, pick_device
+from tasks.encoder import (
+    ClipEncoder,
+    ModelLoadError,
+    describe_model,
+    get_encoder,
+    pick_device,
+)
 from tasks.fetch import read_status
 from tasks.plan import read_shard
 
@@ -44,6 +50,9 @@ def run_shard(
 ) -> ShardStats:
     """Embed one fetched shard's prompts and images. A marked shard is skipped (no model work);
     an interrupted one is redone whole, since its files only appear when complete."""
+    known = describe_model(settings.clip_model)  # no weights loaded for a finished shard
+    if known and embed_markers(data, known.namespace).done(shard) and not force:
+        return embed_markers(data, known.namespace).read(shard)
     enc = get_encoder(settings.clip_model, settings.device)
     ns = enc.info.namespace
     markers = embed_markers(data, ns)
@@ -59,7 +68,7 @@ def run_shard(
     write_vectors(data.vectors(ns, "text", shard), rows["id"], text)
     status = read_status(data, shard).select(["id", "status"]).to_pydict()
     ok_ids = [i for i, s in zip(status["id"], status["status"], strict=True) if s == "ok"]
-    ids, vecs, broken = _image_vectors(
+    ids, vecs, broken = embed_images(
         enc, ImageCache.open(data.image_cache), ok_ids, settings, progress=progress, shard=shard
     )
     write_vectors(data.vectors(ns, "image", shard), ids, vecs)
@@ -92,7 +101,7 @@ def run_shard(
     return stats
 
 
-def _image_vectors(
+def embed_images(
     enc: ClipEncoder, cache: ImageCache, ids: list[str], s: Settings, *, progress: bool, shard: str
 ) -> tuple[list[str], np.ndarray, int]:
     """Vectors of cached images; decoding runs in threads, ahead of the model."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import threading
 from dataclasses import dataclass
@@ -58,18 +59,29 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def _revision(name: str, model: torch.nn.Module) -> str:
-    """The hub commit, or for a local directory a hash of its config and weights."""
-    commit = getattr(model.config, "_commit_hash", None)
-    if commit:
-        return commit
+def describe_model(name: str) -> ModelInfo | None:
+    """The model's identity from its config alone, without loading weights: a local directory,
+    or a hub name already in the local cache. None when only a download could tell."""
     folder = Path(name)
-    digest = hashlib.sha256()
-    for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 24):
-                digest.update(block)
-    return digest.hexdigest()
+    if folder.is_dir():
+        config = folder / "config.json"
+        if not config.exists():
+            return None
+        digest = hashlib.sha256(config.read_bytes())
+        for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+            st = f.stat()  # size and mtime stand in for hashing hundreds of MB each time
+            digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        revision = digest.hexdigest()
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+        if not isinstance(found, str):
+            return None
+        config, revision = Path(found), Path(found).parent.name  # .../snapshots/<commit>/
+    cfg = json.loads(config.read_text())
+    max_tokens = cfg.get("text_config", {}).get("max_position_embeddings", 77)
+    return ModelInfo(name, revision, int(cfg.get("projection_dim", 512)), int(max_tokens))
 
 
 class ClipEncoder:
@@ -99,9 +111,9 @@ class ClipEncoder:
         self.mean = torch.tensor(proc.image_mean, device=self.device).view(shape) * 255
         self.std = torch.tensor(proc.image_std, device=self.device).view(shape) * 255
         tc = self.model.config.text_config
-        self.info = ModelInfo(
+        self.info = describe_model(name) or ModelInfo(
             name,
-            _revision(name, self.model),
+            getattr(self.model.config, "_commit_hash", None) or "unknown",
             self.model.config.projection_dim,
             tc.max_position_embeddings,
         )

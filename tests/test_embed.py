@@ -100,6 +100,12 @@ def test_rerun_does_no_model_work(data, fetched, embed_settings, monkeypatch):
     monkeypatch.setattr(enc, "encode_ids", boom)
     monkeypatch.setattr(enc, "encode_pixels", boom)
     assert embed.run_shard(fetched[1], data, embed_settings) == first
+    # a fresh worker process would not even load the weights for a finished shard
+    import tasks.encoder
+
+    monkeypatch.setattr(tasks.encoder, "_CACHE", {})
+    monkeypatch.setattr(tasks.encoder.ClipEncoder, "__init__", boom)
+    assert embed.run_shard(fetched[1], data, embed_settings) == first
 
 
 def test_embed_needs_a_finished_fetch(tmp_path, data, server, embed_settings):

@@ -156,8 +156,10 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     # a last run sends no request and does no model work
     seen = sum(server.requests.values())
     stamps = {p: p.stat().st_mtime_ns for p in (data.root / "embed").rglob("*.parquet")}
+    logged = log.stat().st_size
     proc = _ingest(csv_path, data_dir, env, log)
     assert proc.wait(timeout=300) == 0
+    assert "Loading weights" not in log.read_text()[logged:]  # not even the model was loaded
     assert sum(server.requests.values()) == seen
     assert {p: p.stat().st_mtime_ns for p in (data.root / "embed").rglob("*.parquet")} == stamps
     assert all(embedded.read(s).seconds > 0 for s in embedded.all_done())
