@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--model", help="a saved CLIP dir (default: build ViT-B/32 size, random)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="promptlake's: auto, fp32, fp16, bf16")
     ap.add_argument("--text-batch", type=int, default=256)
     ap.add_argument("--image-batch", type=int, default=64)
     ap.add_argument("--decode-workers", type=int, default=4)
@@ -96,15 +97,17 @@ def main() -> None:
         model_dir = args.model or str(
             build_clip(Path(tmp) / "clip-b32", tiny=False, vocab_size=8000)
         )
-        enc = get_encoder(model_dir, args.device)
+        enc = get_encoder(model_dir, args.device, args.precision)
         device = enc.device
+        exact = get_encoder(model_dir, args.device, "fp32") if device == "cpu" else None
         print(
             f"model {model_dir} dim {enc.info.dim} on {device} ({enc.dtype}), "
             f"torch threads {torch.get_num_threads()}"
         )
         prompts = sample_prompts(args.prompts, seed=7)
         cache, ids = fill_cache(Path(tmp) / "cache.lmdb", args.images)
-        base_model = CLIPModel.from_pretrained(model_dir, dtype=enc.dtype).to(device).eval()
+        base_dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        base_model = CLIPModel.from_pretrained(model_dir, dtype=base_dtype).to(device).eval()
         proc = CLIPProcessor.from_pretrained(model_dir)
         s = Settings(image_batch=args.image_batch, decode_workers=args.decode_workers)
         # warm up both paths once
@@ -114,15 +117,29 @@ def main() -> None:
         tp, (_, cut) = timed(enc.encode_text, prompts, args.text_batch)
         ib, _ = timed(baseline_images, base_model, proc, cache, ids, device)
         ip, _ = timed(lambda: embed_images(enc, cache, ids, s, progress=False, shard="b"))
+        if exact is not None:  # the same pipeline at the baseline's precision, for honesty
+            tx, _ = timed(exact.encode_text, prompts, args.text_batch)
+            ix, _ = timed(lambda: embed_images(exact, cache, ids, s, progress=False, shard="x"))
         n_p, n_i = len(prompts), len(ids)
         lengths = [len(x) for x in enc.tokenize(prompts)[0]]
         print(
             f"prompts: {n_p}, tokens mean {np.mean(lengths):.1f}, max {max(lengths)}, "
             f"truncated {cut}"
         )
-        print(f"baseline   text {n_p / tb:9.1f} prompts/s   images {n_i / ib:8.1f} images/s")
-        print(f"promptlake text {n_p / tp:9.1f} prompts/s   images {n_i / ip:8.1f} images/s")
+        print(
+            f"baseline   text {n_p / tb:9.1f} prompts/s   images {n_i / ib:8.1f} images/s  "
+            f"({base_dtype})"
+        )
+        print(
+            f"promptlake text {n_p / tp:9.1f} prompts/s   images {n_i / ip:8.1f} images/s  "
+            f"({enc.dtype})"
+        )
         print(f"ratio promptlake/baseline: prompts {tb / tp:.2f}x, images {ib / ip:.2f}x")
+        if exact is not None:
+            print(
+                f"promptlake at fp32: prompts {n_p / tx:.1f}/s ({tb / tx:.2f}x), images "
+                f"{n_i / ix:.1f}/s ({ib / ix:.2f}x)"
+            )
 
 
 if __name__ == "__main__":

