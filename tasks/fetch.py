@@ -91,6 +91,8 @@ def fetch_one(fetcher: Fetcher, job: Job, s: Settings) -> tuple[FetchRecord, byt
             rec.width, rec.height = img.width, img.height
         except ImageProblem as exc:
             rec.status, rec.error = exc.status, str(exc)[:300]
+        except Exception as exc:  # any other decoder failure is this row's problem, not the shard's
+            rec.status, rec.error = "decode_error", f"{type(exc).__name__}: {exc}"[:300]
     rec.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
     return rec, image
 

@@ -85,13 +85,17 @@ class Fetcher:
     def attempt(self, url: str, attempt: int = 1) -> Download:
         """One try at ``url``. A failure that may pass (timeout, dropped connection, 429, 5xx)
         carries ``retry_in``: the caller schedules the next try instead of sleeping on a worker."""
-        parts = urlparse(url)
+        try:
+            parts = urlparse(url)
+            host = parts.hostname
+        except ValueError as exc:
+            return Download("invalid_url", error=f"{exc}: {url[:200]!r}", attempts=1)
         if parts.scheme == "file":
             return self._read_file(parts.path)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not host:
             return Download("invalid_url", error=f"unsupported URL {url[:200]!r}", attempts=1)
         try:
-            with _host_slot(parts.hostname, self.s.fetch_per_host):
+            with _host_slot(host, self.s.fetch_per_host):
                 body, code = self._attempt(url)
             return Download("ok", body, code, attempts=attempt)
         except _Failure as f:
@@ -120,8 +124,16 @@ class Fetcher:
             raise _Failure("timeout", f"timed out: {exc}"[:300], retry=True) from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Failure("connection_error", str(exc)[:300], retry=True) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            raise _Failure("invalid_url", str(exc)[:300]) from exc
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
+            raise _Failure("invalid_url", f"{type(exc).__name__}: {exc}"[:300]) from exc
+        except requests.RequestException as exc:  # bad headers, content decoding, ...
+            raise _Failure("http_error", f"{type(exc).__name__}: {exc}"[:300]) from exc
+        except (UnicodeError, ValueError) as exc:  # e.g. a host name IDNA cannot encode
+            raise _Failure("invalid_url", f"{type(exc).__name__}: {exc}"[:300]) from exc
 
     def _check_status(self, resp: requests.Response) -> None:
         code = resp.status_code

@@ -131,3 +131,14 @@ def test_retry_after(value, expected):
 
     now = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
     assert retry_after_seconds(value, now=now) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://" + "a" * 70 + ".com/x.jpg", "http://exa mple.com/x", "http://[::1/x", "gopher://x/y"],
+)
+def test_unusable_urls_are_a_row_status_not_a_crash(url, fast_settings):
+    from tasks.fetcher import Fetcher
+
+    got = Fetcher(fast_settings).attempt(url)
+    assert got.status == "invalid_url" and got.error and got.retry_in is None
