@@ -6,8 +6,12 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from storage.records import STAGES
+
+TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
 
 
 def _ingest_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,11 +77,34 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     try:
-        ingest(params)
+        with prefect_api():
+            ingest(params)
     except ShardsFailed as exc:
         print(f"promptlake: {exc}", file=sys.stderr)
         return 1
     return cmd_status(argparse.Namespace(data_dir=params.data_dir, json=False))
+
+
+@contextmanager
+def prefect_api() -> Iterator[None]:
+    """Without PREFECT_API_URL, start one temporary Prefect server and export its URL, so that
+    shard tasks in worker processes report to the flow's server instead of starting their own."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ[TEMPORARY_SERVER_ENV] = "1"  # it cannot free slots of killed runs: see embed
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        del os.environ["PREFECT_API_URL"], os.environ[TEMPORARY_SERVER_ENV]
+        server.stop()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -94,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``promptlake`` console script."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if sys.stderr.isatty():  # per-task log lines would tear the progress bars apart
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
     handler = {"ingest": cmd_ingest, "status": cmd_status}[args.command]
     try:

@@ -150,9 +150,10 @@ def _decode_chunk(
 
 
 def prefect_server_configured() -> bool:
-    """Whether runs report to a lasting Prefect server (not a temporary one of this process):
-    only such a server frees the slots of killed runs (its repossessor service)."""
-    return bool(get_current_settings().api.url)
+    """Whether runs report to a lasting Prefect server, not a temporary one started for this
+    run: only a lasting server frees the slots of killed runs (its repossessor service)."""
+    temporary = os.environ.get("PROMPTLAKE_PREFECT_SERVER_TEMPORARY") == "1"
+    return bool(get_current_settings().api.url) and not temporary
 
 
 def _lock_path(device: str) -> Path:
