@@ -60,7 +60,7 @@ def run_shard(
         return markers.read(shard)
     if not Markers(data, "fetch").done(shard):
         raise RuntimeError(f"embed {shard}: its fetch has not finished; run fetch first")
-    claim_namespace(data, ns, {**enc.info.__dict__, "namespace": ns})
+    claim_namespace(data, ns, _model_record(enc))
     start = time.perf_counter()
     rows = read_shard(data, shard).select(["id", "prompt"]).to_pydict()
     text, truncated = enc.encode_text(rows["prompt"], settings.text_batch)
@@ -73,33 +73,35 @@ def run_shard(
     )
     write_vectors(data.vectors(ns, "image", shard), ids, vecs)
     n = len(rows["id"])
+    counts = {"text": n, "image": len(ids), "no_image": n - len(ok_ids), "image_error": broken}
     stats = ShardStats(
         STAGE,
         shard,
         rows=n,
         ok=n,
         failed=0,
-        by_status={
-            "text": n,
-            "image": len(ids),
-            "no_image": n - len(ok_ids),
-            "image_error": broken,
-        },
+        by_status=counts,
         seconds=round(time.perf_counter() - start, 3),
-        extra={
-            "model": enc.info.name,
-            "revision": enc.info.revision,
-            "dim": enc.info.dim,
-            "namespace": ns,
-            "truncated": truncated,
-            "device": enc.device,
-            "dtype": str(enc.dtype).removeprefix("torch."),
-            "text_seconds": round(text_s, 3),
-        },
+        extra={**_model_record(enc), "truncated": truncated, "text_seconds": round(text_s, 3)},
     )
     markers.write(stats)
     Markers(data, STAGE).error_path(shard).unlink(missing_ok=True)
     return stats
+
+
+def _model_record(enc: ClipEncoder) -> dict[str, object]:
+    """What made these vectors: kept in the namespace's model.json and every marker."""
+    info = enc.info
+    return {
+        "model": info.name,
+        "name": info.name,
+        "revision": info.revision,
+        "dim": info.dim,
+        "max_tokens": info.max_tokens,
+        "namespace": info.namespace,
+        "device": enc.device,
+        "dtype": str(enc.dtype).removeprefix("torch."),
+    }
 
 
 def embed_images(
