@@ -103,6 +103,9 @@ def prefect_api() -> Iterator[None]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield
     finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the run's last log lines before the server goes
         del os.environ["PREFECT_API_URL"], os.environ[TEMPORARY_SERVER_ENV]
         server.stop()
 

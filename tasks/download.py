@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import requests
 from prefect import task
+from prefect.states import State
 
 from storage.layout import DataDir, atomic_path, read_json, write_json
 from storage.records import SourceInfo
@@ -22,7 +23,12 @@ KAGGLE_HELP = (
 
 
 class DownloadError(RuntimeError):
-    """The source could not be resolved to a readable local file."""
+    """The source could not be resolved to a readable local file. ``transient`` errors (the
+    network) are worth retrying; a missing file or a bad name is not."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def detect_format(name: str) -> str:
@@ -102,7 +108,8 @@ def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
     except requests.RequestException as exc:
         raise DownloadError(
             f"download of {url} failed ({exc}); run the same command again to resume "
-            f"from {part.stat().st_size if part.exists() else 0} bytes"
+            f"from {part.stat().st_size if part.exists() else 0} bytes",
+            transient=True,
         ) from exc
     with atomic_path(target) as tmp:
         os.replace(part, tmp)
@@ -118,7 +125,9 @@ def _from_kaggle(handle: str) -> Path:
 
         folder = Path(kagglehub.dataset_download(handle))
     except Exception as exc:
-        raise DownloadError(f"could not download kaggle:{handle}: {exc}. {KAGGLE_HELP}") from exc
+        raise DownloadError(
+            f"could not download kaggle:{handle}: {exc}. {KAGGLE_HELP}", transient=True
+        ) from exc
     candidates = [p for p in folder.rglob("*") if p.is_file() and _is_data_file(p.name)]
     if not candidates:
         raise DownloadError(f"kaggle:{handle} holds no .csv, .csv.gz or .parquet file")
@@ -133,7 +142,17 @@ def _is_data_file(name: str) -> bool:
         return False
 
 
-@task(name="download", retries=2, retry_delay_seconds=10)
+def _worth_retrying(task: object, task_run: object, state: State) -> bool:
+    try:
+        state.result()
+    except DownloadError as exc:
+        return exc.transient
+    except Exception:
+        return True
+    return True
+
+
+@task(name="download", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying)
 def download_task(source: str, data_dir: str) -> SourceInfo:
     """Prefect task: resolve the source; network failures are retried."""
     return download(source, DataDir(data_dir))

@@ -177,3 +177,16 @@ def test_embed_tasks_hold_the_gpu_limit(tmp_path, server, tiny_clip):
         spans.append((raw["finished_at"] - raw["seconds"], raw["finished_at"]))
     (_a0, a1), (b0, _b1) = sorted(spans)
     assert a1 <= b0 + 0.05, spans
+
+
+def test_a_missing_source_fails_at_once_without_retries(tmp_path):
+    from prefect.client.schemas.filters import FlowRunFilter as F
+
+    params = IngestParams(source=str(tmp_path / "nope.csv"), data_dir=str(tmp_path / "d"))
+    state = ingest(params, return_state=True)
+    assert state.is_failed() and "source file not found" in state.message
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_task_runs(
+            flow_run_filter=F(id={"any_": [state.state_details.flow_run_id]})
+        )
+    assert run.name.startswith("download") and run.run_count == 1  # not retried
