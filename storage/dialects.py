@@ -1,0 +1,65 @@
+"""The few places where ClickHouse and MyScale SQL differ: distance, index DDL, index status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """HNSW parameters (ClickHouse); MyScale picks its own for MSTG/SCANN."""
+
+    quantization: str = "bf16"
+    m: int = 32
+    ef_construction: int = 128
+
+
+class ClickHouseDialect:
+    """ClickHouse >= 25.8 (and chDB): cosineDistance and the vector_similarity index."""
+
+    name = "clickhouse"
+
+    def distance(self, column: str, param: str) -> str:
+        return f"cosineDistance({column}, {param})"
+
+    def add_index(self, table: str, column: str, dim: int, p: IndexParams) -> list[str]:
+        spec = f"'hnsw', 'cosineDistance', {dim}, '{p.quantization}', {p.m}, {p.ef_construction}"
+        return [
+            f"ALTER TABLE {table} ADD INDEX IF NOT EXISTS {column}_idx {column} "
+            f"TYPE vector_similarity({spec}) GRANULARITY 100000000",
+            f"ALTER TABLE {table} MATERIALIZE INDEX {column}_idx SETTINGS mutations_sync = 2",
+        ]
+
+    def index_status(self) -> str:
+        """SQL listing a table's vector indexes; binds {db:String} and {table:String}."""
+        return (
+            "SELECT name, type, data_compressed_bytes FROM system.data_skipping_indices "
+            "WHERE database = {db:String} AND table = {table:String} "
+            "AND type = 'vector_similarity'"
+        )
+
+
+class MyScaleDialect(ClickHouseDialect):
+    """MyScale: distance(), ADD VECTOR INDEX (MSTG on MyScale Cloud, SCANN on MyScaleDB)."""
+
+    name = "myscale"
+
+    def __init__(self, index_type: str = "MSTG") -> None:
+        if index_type not in ("MSTG", "SCANN"):
+            raise ValueError(f"MyScale index type must be MSTG or SCANN, not {index_type!r}")
+        self.index_type = index_type
+
+    def distance(self, column: str, param: str) -> str:
+        return f"distance({column}, {param})"
+
+    def add_index(self, table: str, column: str, dim: int, p: IndexParams) -> list[str]:
+        return [
+            f"ALTER TABLE {table} ADD VECTOR INDEX IF NOT EXISTS {column}_idx {column} "
+            f"TYPE {self.index_type}('metric_type=Cosine')"
+        ]
+
+    def index_status(self) -> str:
+        return (
+            "SELECT name, type, status FROM system.vector_indices "
+            "WHERE database = {db:String} AND table = {table:String}"
+        )

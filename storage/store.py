@@ -1,0 +1,230 @@
+"""The vector store: prompts and images with their CLIP vectors, in ClickHouse-family databases.
+
+Chosen by URL: ``chdb:///path`` (embedded chDB through clickhouse-connect; one process per
+path), ``clickhouse://user:pass@host:port/db`` or ``myscale://…`` (a server). Every value
+reaches SQL as a bound parameter; only identifiers of our own schema are formatted in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+from storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from storage.vectors import ModelMismatch
+
+TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
+_COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
+    source_site LowCardinality(String), origin LowCardinality(String) DEFAULT 'dataset',
+    parent_ids Array(String) DEFAULT [], shard String, model LowCardinality(String),
+    created_at DateTime64(3) DEFAULT now64(3)"""
+
+
+class StoreError(ValueError):
+    """A bad store URL or request; the message names the bad value."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    scheme: str
+    path: str = ""
+    host: str = "localhost"
+    port: int | None = None
+    database: str = "promptlake"
+    user: str | None = None
+    password: str | None = None
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
+    parts = urlparse(url)
+    if parts.scheme == "chdb":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
+        return StoreURL("chdb", path=path)
+    if parts.scheme in ("clickhouse", "myscale"):
+        if not parts.hostname:
+            raise StoreError(f"store URL {url!r} has no host")
+        return StoreURL(
+            parts.scheme,
+            host=parts.hostname,
+            port=parts.port,
+            database=parts.path.strip("/") or "promptlake",
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+    raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: str
+    prompt: str
+    url: str
+    distance: float
+    source_site: str = ""
+    width: int = 0
+    height: int = 0
+    origin: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Search filters; each becomes a bound parameter."""
+
+    source_site: str | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+    origin: str | None = None
+
+    def sql(self) -> tuple[str, dict[str, Any]]:
+        clauses, params = [], {}
+        for name, op, typ in (
+            ("source_site", "=", "String"),
+            ("origin", "=", "String"),
+            ("min_width", ">=", "UInt32"),
+            ("min_height", ">=", "UInt32"),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if typ == "UInt32" and (not isinstance(value, int) or value < 0):
+                raise StoreError(f"{name} must be a whole number >= 0, got {value!r}")
+            column = name.removeprefix("min_")
+            clauses.append(f"{column} {op} {{{name}:{typ}}}")
+            params[name] = value
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None for v in (self.source_site, self.min_width, self.min_height, self.origin)
+        )
+
+
+class Store:
+    """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
+
+    def __init__(self, client: Any, dialect: ClickHouseDialect, database: str) -> None:
+        self.client, self.dialect, self.db = client, dialect, database
+
+    def table(self, name: str) -> str:
+        return f"{self.db}.{name}"
+
+    def ensure_schema(self, model: str, dim: int) -> None:
+        """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's."""
+        if dim < 1:
+            raise StoreError(f"vector dimension must be >= 1, got {dim}")
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {self.table('meta')} (key String, "
+            "value String) ENGINE = ReplacingMergeTree ORDER BY key"
+        )
+        have = self.meta()
+        if have and (have.get("model"), have.get("dim")) != (model, str(dim)):
+            raise ModelMismatch(
+                f"the store holds vectors of {have.get('model')} (dim "
+                f"{have.get('dim')}), not of {model} (dim {dim})"
+            )
+        for name, column in TABLES.items():
+            self.client.command(
+                f"CREATE TABLE IF NOT EXISTS {self.table(name)} ({_COMMON}, "
+                f"{column} Array(Float32) CODEC(NONE), "
+                f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
+                "ENGINE = MergeTree ORDER BY (source_site, origin, id)"
+            )
+        if not have:
+            self.client.insert(
+                self.table("meta"),
+                [["model", model], ["dim", str(dim)]],
+                column_names=["key", "value"],
+            )
+
+    def meta(self) -> dict[str, str]:
+        rows = self.client.query(f"SELECT key, value FROM {self.table('meta')} FINAL").result_rows
+        return dict(rows)
+
+    def load_shard(self, name: str, shard: str, rows: pa.Table) -> int:
+        """Replace ``shard``'s rows of table ``name`` with ``rows``: loading twice never
+        duplicates (delete, then one Arrow insert)."""
+        self._check_table(name)
+        self.client.command(
+            f"DELETE FROM {self.table(name)} WHERE shard = {{shard:String}}",
+            parameters={"shard": shard},
+        )
+        if rows.num_rows:
+            self.client.insert_arrow(self.table(name), rows)
+        return rows.num_rows
+
+    def count(self, name: str) -> int:
+        self._check_table(name)
+        return int(self.client.query(f"SELECT count() FROM {self.table(name)}").result_rows[0][0])
+
+    def build_index(self, name: str, dim: int, params: IndexParams) -> list[tuple]:
+        """Build the vector index of table ``name`` after the bulk load; return its status."""
+        self._check_table(name)
+        for sql in self.dialect.add_index(self.table(name), TABLES[name], dim, params):
+            self.client.command(sql)
+        return self.client.query(
+            self.dialect.index_status(), parameters={"db": self.db, "table": name}
+        ).result_rows
+
+    def search(
+        self, name: str, vector: list[float], k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """The ``k`` nearest rows of table ``name``; with filters, still ``k`` when ``k`` match
+        (an HNSW index post-filters, so a short answer is redone exactly)."""
+        self._check_table(name)
+        if not 1 <= k <= 10_000:
+            raise StoreError(f"k must be between 1 and 10000, got {k}")
+        filters = filters or Filters()
+        hits = self._knn(name, vector, k, filters, exact=False)
+        if filters.active and len(hits) < k:
+            hits = self._knn(name, vector, k, filters, exact=True)
+        return hits
+
+    def _knn(
+        self, name: str, vector: list[float], k: int, filters: Filters, exact: bool
+    ) -> list[Hit]:
+        where, params = filters.sql()
+        dist = self.dialect.distance(TABLES[name], "{q:Array(Float32)}")
+        settings = " SETTINGS use_skip_indexes = 0" if exact else ""
+        sql = (
+            f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin "
+            f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}{settings}"
+        )
+        rows = self.client.query(
+            sql, parameters={**params, "q": list(map(float, vector)), "k": k}
+        ).result_rows
+        return [Hit(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def _check_table(self, name: str) -> None:
+        if name not in TABLES:
+            raise StoreError(f"unknown table {name!r}: use prompts or images")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_store(url: str) -> Store:
+    """Connect to the store at ``url`` (see the module docstring)."""
+    import clickhouse_connect
+
+    u = parse_store_url(url)
+    if u.scheme == "chdb":
+        Path(u.path).mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(interface="chdb", path=u.path)
+        return Store(client, ClickHouseDialect(), u.database)
+    client = clickhouse_connect.get_client(
+        host=u.host, port=u.port or 8123, username=u.user or "default", password=u.password or ""
+    )
+    dialect = MyScaleDialect() if u.scheme == "myscale" else ClickHouseDialect()
+    return Store(client, dialect, u.database)

@@ -1,0 +1,143 @@
+"""Store contract: run on embedded chDB always, and on a ClickHouse server when
+PROMPTLAKE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:port/db)."""
+
+import os
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from storage.dialects import IndexParams, MyScaleDialect
+from storage.store import Filters, StoreError, open_store, parse_store_url
+from storage.vectors import ModelMismatch
+
+DIM = 16
+SERVER = os.environ.get("PROMPTLAKE_TEST_CLICKHOUSE_URL")
+
+
+@pytest.fixture(params=["chdb", "clickhouse"])
+def store(request, tmp_path):
+    if request.param == "chdb":
+        s = open_store(f"chdb://{tmp_path / 'store'}")
+    elif not SERVER:
+        pytest.skip("set PROMPTLAKE_TEST_CLICKHOUSE_URL to run the contract on a server")
+    else:
+        s = open_store(SERVER.rstrip("/") + f"/pl_test_{uuid.uuid4().hex[:8]}")
+    s.ensure_schema("test-model@1", DIM)
+    yield s
+    s.close()
+
+
+def _rows(n, shard, seed=0, sites=("lexica", "civitai")):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(8, DIM))
+    vecs = centers[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, DIM))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"{shard}-{i}" for i in range(n)]
+    table = pa.table(
+        {
+            "id": ids,
+            "prompt": [f"prompt {i}" for i in ids],
+            "url": [f"http://x/{i}" for i in ids],
+            "width": pa.array([256 + 128 * (i % 4) for i in range(n)], pa.uint32()),
+            "height": pa.array([512] * n, pa.uint32()),
+            "source_site": [sites[i % len(sites)] for i in range(n)],
+            "shard": [shard] * n,
+            "model": ["test-model@1"] * n,
+            "prompt_vector": pa.array(list(vecs), pa.list_(pa.float32())),
+        }
+    )
+    return table, vecs
+
+
+def test_loading_a_shard_twice_adds_nothing(store):
+    table, _ = _rows(50, "00000")
+    assert store.load_shard("prompts", "00000", table) == 50
+    store.load_shard("prompts", "00000", table)
+    store.load_shard("prompts", "00001", _rows(30, "00001", seed=1)[0])
+    assert store.count("prompts") == 80
+
+
+def test_self_retrieval_before_and_after_the_index(store):
+    table, vecs = _rows(300, "00000")
+    store.load_shard("prompts", "00000", table)
+    for i in (0, 17, 299):
+        assert store.search("prompts", vecs[i].tolist(), k=5)[0].id == f"00000-{i}"
+    status = store.build_index("prompts", DIM, IndexParams(quantization="f32", m=16))
+    assert status and status[0][1] == "vector_similarity"
+    for i in (0, 17, 299):
+        hits = store.search("prompts", vecs[i].tolist(), k=5)
+        assert hits[0].id == f"00000-{i}" and hits[0].distance < 1e-5
+        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_filters_still_return_k_hits(store):
+    table, vecs = _rows(200, "00000")
+    store.load_shard("prompts", "00000", table)
+    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
+    f = Filters(source_site="civitai", min_width=512)
+    hits = store.search("prompts", vecs[0].tolist(), k=20, filters=f)
+    assert len(hits) == 20
+    assert all(h.source_site == "civitai" and h.width >= 512 for h in hits)
+    nothing = store.search("prompts", vecs[0].tolist(), k=5, filters=Filters(origin="feedback"))
+    assert nothing == []
+
+
+def test_values_are_bound_not_pasted(store):
+    table, vecs = _rows(20, "00000")
+    store.load_shard("prompts", "00000", table)
+    evil = Filters(source_site="x' OR 1=1 --")
+    assert store.search("prompts", vecs[0].tolist(), k=5, filters=evil) == []
+    with pytest.raises(StoreError, match="min_width must be a whole number"):
+        store.search("prompts", vecs[0].tolist(), filters=Filters(min_width=-3))
+    with pytest.raises(StoreError, match="unknown table"):
+        store.search("prompts; DROP TABLE x", vecs[0].tolist())
+    with pytest.raises(StoreError, match="k must be"):
+        store.search("prompts", vecs[0].tolist(), k=0)
+
+
+def test_empty_store_and_wrong_vectors(store):
+    assert store.search("images", [1.0] + [0.0] * (DIM - 1), k=3) == []
+    bad, _ = _rows(3, "00009")
+    bad = bad.set_column(
+        bad.schema.get_field_index("prompt_vector"),
+        "prompt_vector",
+        pa.array([[1.0, 0.0]] * 3, pa.list_(pa.float32())),
+    )
+    with pytest.raises(Exception, match="prompt_vector_len"):
+        store.load_shard("prompts", "00009", bad)
+    with pytest.raises(ModelMismatch, match="not of other-model"):
+        store.ensure_schema("other-model@2", DIM)
+
+
+def test_store_urls():
+    assert parse_store_url("chdb:///var/pl").path == "/var/pl"
+    u = parse_store_url("clickhouse://bob:s%40cret@db.example:9000/prompts")
+    assert (u.host, u.port, u.database, u.user, u.password) == (
+        "db.example",
+        9000,
+        "prompts",
+        "bob",
+        "s@cret",
+    )
+    for bad in ("chdb://", "postgres://x/y", "clickhouse:///nohost"):
+        with pytest.raises(StoreError):
+            parse_store_url(bad)
+
+
+def test_myscale_sql_text():
+    d = MyScaleDialect()
+    assert (
+        d.distance("prompt_vector", "{q:Array(Float32)}")
+        == "distance(prompt_vector, {q:Array(Float32)})"
+    )
+    (ddl,) = d.add_index("pl.prompts", "prompt_vector", 512, IndexParams())
+    assert ddl == (
+        "ALTER TABLE pl.prompts ADD VECTOR INDEX IF NOT EXISTS prompt_vector_idx "
+        "prompt_vector TYPE MSTG('metric_type=Cosine')"
+    )
+    assert "system.vector_indices" in d.index_status()
+    assert "SCANN" in MyScaleDialect("SCANN").add_index("t", "v", 4, IndexParams())[0]
+    with pytest.raises(ValueError, match="MSTG or SCANN"):
+        MyScaleDialect("HNSWFLAT")
