@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.params import IngestParams
 from flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
@@ -17,6 +18,8 @@ from storage.records import PlanManifest, SourceInfo
 from tasks.download import download_task
 from tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from tasks.fetch import fetch_task
+from tasks.index import index_task
+from tasks.load import load_task
 from tasks.plan import plan_task
 
 
@@ -29,6 +32,7 @@ class IngestSummary:
     source: SourceInfo | None = None
     plan: PlanManifest | None = None
     stages: list[StageResult] = field(default_factory=list)
+    index: dict | None = None
 
     @property
     def failed(self) -> dict[str, dict[str, str]]:
@@ -44,6 +48,7 @@ def _settings(p: IngestParams) -> Settings:
         shard_concurrency=p.shard_concurrency,
         clip_model=p.model,
         device=p.device,
+        store_url=p.store_url,
     )
 
 
@@ -58,7 +63,7 @@ def ensure_gpu_limit(slots: int) -> None:
             )
 
 
-def _stages(p: IngestParams, s: Settings) -> list[Stage]:
+def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
     retry = {"retries": s.task_retries, "retry_delay_seconds": s.task_retry_delay}
     common = {"data_dir": str(s.data_dir), "settings": s, "force": p.force}
     stages = [
@@ -72,6 +77,8 @@ def _stages(p: IngestParams, s: Settings) -> list[Stage]:
         if prefect_server_configured():
             ensure_gpu_limit(s.gpu_slots)
         stages.append(Stage(embed_task.with_options(**retry), s.gpu_slots, common))
+    if p.runs("load"):  # chDB allows one process per store: loads stay in the flow's process
+        stages.append(Stage(load_task.with_options(**retry), 1, common, runner=local))
     return stages
 
 
@@ -86,11 +93,18 @@ def ingest(params: IngestParams) -> IngestSummary:
             summary.source, data_dir, params.shard_size, params.limit, force=params.force
         )
     if params.runs("fetch"):
-        stages = _stages(params, settings)
-        shards = [s.name for s in summary.plan.shards]
-        workers = sum(st.limit for st in stages)
-        with make_runner(params.runner, workers, params.dask_address) as runner:
-            summary.stages = run_pipeline(stages, shards, runner=runner, progress=params.progress)
+        with ThreadPoolTaskRunner(max_workers=1) as local:
+            stages = _stages(params, settings, local)
+            shards = [s.name for s in summary.plan.shards]
+            workers = sum(st.limit for st in stages if st.runner is None)
+            with make_runner(params.runner, workers, params.dask_address) as runner:
+                summary.stages = run_pipeline(
+                    stages, shards, runner=runner, progress=params.progress
+                )
+            if params.runs("index") and not summary.failed:
+                summary.index = local.submit(
+                    index_task, {"data_dir": data_dir, "settings": settings}
+                ).result()
     _report(summary, params)
     if summary.failed:
         lines = [f"{stage}: {', '.join(sorted(f))}" for stage, f in summary.failed.items()]
@@ -118,6 +132,12 @@ def _report(summary: IngestSummary, params: IngestParams) -> None:
             f"- {res.stage}: {len(res.done)} shards done, {len(res.failed)} failed; "
             f"rows {ok:,} ok, {bad:,} failed"
         )
+    if summary.index:
+        for name, t in summary.index.get("tables", {}).items():
+            md.append(
+                f"- index {name}: {summary.index['counts'][name]:,} rows, built in "
+                f"{t['seconds']:.1f} s"
+            )
     create_markdown_artifact("\n".join(md), key="ingest-report", description="Ingest summary")
     publish_summary(summary.stages, key="ingest-shards")
     get_run_logger().info("\n".join(md))

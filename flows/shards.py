@@ -33,6 +33,7 @@ class Stage:
     task: Any
     limit: int
     kwargs: dict[str, Any]
+    runner: TaskRunner | None = None  # a stage that must stay in the flow's process
 
 
 def make_runner(kind: str, workers: int, address: str | None = None) -> TaskRunner:
@@ -80,7 +81,8 @@ def run_pipeline(
             busy = sum(1 for s, _ in running.values() if s == i)
             while queues[i] and busy < stages[i].limit:
                 shard = queues[i].popleft()
-                fut = runner.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
+                on = stages[i].runner or runner
+                fut = on.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
                 running[fut], busy = (i, shard), busy + 1
         # Prefect's wait() waits for all; a short timeout turns it into "whichever finished"
         for fut in wait(list(running), timeout=0.5).done:

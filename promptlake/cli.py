@@ -41,10 +41,26 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="nearest prompts or images to a text and/or an image")
+    p.add_argument("text", nargs="?", help="what to look for")
+    p.add_argument("--image", help="an image path or http(s) URL (reverse search)")
+    p.add_argument("--target", choices=["prompts", "images"], default="prompts")
+    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument("--source-site", help="only rows from this site")
+    p.add_argument("--min-width", type=int, help="only images at least this wide")
+    p.add_argument("--min-height", type=int, help="only images at least this tall")
+    p.add_argument("--origin", help="only rows of this origin (dataset, feedback)")
+    p.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    p.add_argument("--model", help="CLIP model (default: the one the store was built with)")
+    p.add_argument("--json", action="store_true", help="print a JSON array of hits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptlake", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _ingest_parser(sub)
+    _search_parser(sub)
     st = sub.add_parser("status", help="what a data directory holds, per stage")
     st.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -110,6 +126,36 @@ def prefect_api() -> Iterator[None]:
         server.stop()
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from promptlake.settings import get_settings
+    from storage.layout import DataDir
+    from storage.store import Filters
+    from tasks.search import SearchRequest, search
+
+    settings = get_settings(data_dir=args.data_dir, clip_model=args.model)
+    if not args.model and "PROMPTLAKE_CLIP_MODEL" not in os.environ:
+        from storage.vectors import namespaces  # default: the model the store was built with
+
+        built = namespaces(DataDir(settings.data_dir))
+        if built:
+            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["name"]})
+    filters = Filters(args.source_site, args.min_width, args.min_height, args.origin)
+    req = SearchRequest(args.text, args.image, args.target, args.k, filters)
+    hits = search(req, DataDir(settings.data_dir), settings)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=2))
+        return 0
+    if not hits:
+        print("no hits")
+    for rank, h in enumerate(hits, 1):
+        print(
+            f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
+        )
+        print(f"     {h.prompt[:160]}")
+        print(f"     {h.url}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from promptlake.settings import get_settings
     from storage.layout import DataDir
@@ -127,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stderr.isatty():  # per-task log lines would tear the progress bars apart
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
-    handler = {"ingest": cmd_ingest, "status": cmd_status}[args.command]
+    handler = {"ingest": cmd_ingest, "search": cmd_search, "status": cmd_status}[args.command]
     try:
         return handler(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:

@@ -59,7 +59,19 @@ class Settings(BaseSettings):
     gpu_slots: int = Field(
         1, ge=1, le=64, description="Embed shards at once (one per GPU): a Prefect limit."
     )
+    # store
+    store_url: str | None = Field(
+        None, description="chdb:///path (default <data_dir>/store), clickhouse://… or myscale://…"
+    )
+    hnsw_quantization: str = Field("bf16", pattern="^(f64|f32|f16|bf16|i8|b1)$")
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW neighbours per node.")
+    hnsw_ef_construction: int = Field(128, ge=8, le=4096)
     lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
+
+
+def store_url(settings: Settings) -> str:
+    """The configured store, or the embedded chDB store inside the data dir."""
+    return settings.store_url or f"chdb://{Path(settings.data_dir).resolve() / 'store'}"
 
 
 def get_settings(**overrides: object) -> Settings:

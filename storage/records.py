@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REQUIRED_COLUMNS = ("id", "prompt", "url", "width", "height", "source_site")
-STAGES = ("download", "plan", "fetch", "embed")
-SHARDED_STAGES = ("fetch", "embed")
+STAGES = ("download", "plan", "fetch", "embed", "load", "index")
+SHARDED_STAGES = ("fetch", "embed", "load")
 
 
 def shard_name(index: int) -> str:

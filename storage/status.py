@@ -59,6 +59,14 @@ def status(data: DataDir) -> dict[str, Any]:
     }
     out["shards"] = len(shards)
     out["stages"] = {stage: stage_status(data, stage, shards) for stage in SHARDED_STAGES}
+    index = data.state_dir("index") / "store.json"
+    out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
+    loaded = Markers(data, "load").all_done().values()
+    # counted from the load markers: reading the store itself would take chDB's one-process lock
+    out["store"] = {
+        "prompts": sum(m.by_status.get("prompts", 0) for m in loaded),
+        "images": sum(m.by_status.get("images", 0) for m in loaded),
+    }
     return out
 
 
@@ -81,6 +89,13 @@ def format_status(report: dict[str, Any]) -> str:
     for reason, n in sorted(rows["rejects_by_reason"].items()):
         lines.append(f"            rejected {reason}: {n:,}")
     for stage, st in report["stages"].items():
+        if stage == "index":
+            built = "built" if "tables" in st else "not built"
+            lines.append(
+                f"index:    {built}; store holds {report['store']['prompts']:,} prompts, "
+                f"{report['store']['images']:,} images"
+            )
+            continue
         lines.append(
             f"{stage + ':':9} {st['shards_done']} done, {st['shards_failed']} failed, "
             f"{st['shards_pending']} pending shards; rows {st['rows_ok']:,} ok, "

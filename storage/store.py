@@ -7,6 +7,7 @@ reaches SQL as a bound parameter; only identifiers of our own schema are formatt
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,12 @@ class Filters:
 class Store:
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
-    def __init__(self, client: Any, dialect: ClickHouseDialect, database: str) -> None:
+    def __init__(
+        self, client: Any, dialect: ClickHouseDialect, database: str, embedded: bool = False
+    ) -> None:
         self.client, self.dialect, self.db = client, dialect, database
+        self.embedded = embedded
+        self.url = ""
 
     def table(self, name: str) -> str:
         return f"{self.db}.{name}"
@@ -141,6 +146,11 @@ class Store:
                 f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
                 "ENGINE = MergeTree ORDER BY (source_site, origin, id)"
             )
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {self.table('searches')} (query String, "
+            "target LowCardinality(String), k UInt32, best_distance Nullable(Float32), "
+            "elapsed_ms Float32, at DateTime64(3) DEFAULT now64(3)) ENGINE = MergeTree ORDER BY at"
+        )
         if not have:
             self.client.insert(
                 self.table("meta"),
@@ -206,25 +216,56 @@ class Store:
         ).result_rows
         return [Hit(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
+    def log_search(
+        self, query: str, target: str, k: int, hits: list[Hit], elapsed_ms: float
+    ) -> None:
+        """Remember a search (the feedback flow looks for poorly served ones)."""
+        best = hits[0].distance if hits else None
+        self.client.insert(
+            self.table("searches"),
+            [[query[:2000], target, k, best, elapsed_ms]],
+            column_names=["query", "target", "k", "best_distance", "elapsed_ms"],
+        )
+
     def _check_table(self, name: str) -> None:
         if name not in TABLES:
             raise StoreError(f"unknown table {name!r}: use prompts or images")
 
     def close(self) -> None:
+        with _OPEN_LOCK:
+            if _OPEN.get(self.url) is self:
+                del _OPEN[self.url]
         self.client.close()
 
 
+_OPEN: dict[str, Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 def open_store(url: str) -> Store:
-    """Connect to the store at ``url`` (see the module docstring)."""
+    """The process's store for ``url`` (see the module docstring), opened on first use. chDB
+    runs one embedded server per process, for one path: opening another path closes the first."""
     import clickhouse_connect
 
-    u = parse_store_url(url)
-    if u.scheme == "chdb":
-        Path(u.path).mkdir(parents=True, exist_ok=True)
-        client = clickhouse_connect.get_client(interface="chdb", path=u.path)
-        return Store(client, ClickHouseDialect(), u.database)
-    client = clickhouse_connect.get_client(
-        host=u.host, port=u.port or 8123, username=u.user or "default", password=u.password or ""
-    )
-    dialect = MyScaleDialect() if u.scheme == "myscale" else ClickHouseDialect()
-    return Store(client, dialect, u.database)
+    with _OPEN_LOCK:
+        if url in _OPEN:
+            return _OPEN[url]
+        u = parse_store_url(url)
+        if u.scheme == "chdb":
+            for other in [k for k, v in _OPEN.items() if v.embedded]:
+                _OPEN.pop(other).client.close()
+            Path(u.path).mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(interface="chdb", path=u.path)
+            store = Store(client, ClickHouseDialect(), u.database, embedded=True)
+        else:
+            client = clickhouse_connect.get_client(
+                host=u.host,
+                port=u.port or 8123,
+                username=u.user or "default",
+                password=u.password or "",
+            )
+            dialect = MyScaleDialect() if u.scheme == "myscale" else ClickHouseDialect()
+            store = Store(client, dialect, u.database)
+        store.url = url
+        _OPEN[url] = store
+        return store

@@ -59,7 +59,10 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.plan.rows_total == 13 and summary.plan.rows_rejected == 1
-    fetch, emb = summary.stages
+    fetch, emb, loaded = summary.stages
+    assert sorted(loaded.done) == ["00000", "00001", "00002"]
+    assert sum(s.by_status["prompts"] for s in loaded.done.values()) == 12
+    assert summary.index["counts"] == {"prompts": 12, "images": 8}
     assert sorted(fetch.done) == ["00000", "00001", "00002"] and not fetch.failed
     assert sum(s.ok for s in fetch.done.values()) == 8
     assert sorted(emb.done) == ["00000", "00001", "00002"] and not emb.failed
@@ -71,10 +74,10 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     table = next(a for a in arts if a.key == "ingest-shards")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["stage"], r["shard"]) for r in rows] == [
-        (stage, s) for stage in ("fetch", "embed") for s in ("00000", "00001", "00002")
+        (stage, s) for stage in ("fetch", "embed", "load") for s in ("00000", "00001", "00002")
     ]
     progress = [a for a in arts if a.type == "progress"]
-    assert [float(a.data) for a in progress] == [100.0, 100.0]
+    assert [float(a.data) for a in progress] == [100.0, 100.0, 100.0]
 
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
@@ -105,6 +108,7 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     fetch, emb = stages["fetch"], stages["embed"]
     assert (fetch["shards_done"], fetch["shards_failed"], fetch["rows_ok"]) == (3, 0, 8)
     assert (emb["shards_done"], emb["rows_ok"], emb["by_status"]["image"]) == (3, 12, 8)
+    assert stages["load"]["shards_done"] == 3 and "tables" in stages["index"]
 
 
 def test_status_json_shape(tmp_path, server, capsys):
@@ -137,8 +141,8 @@ def test_dask_runner_on_a_local_two_worker_cluster(tmp_path, server):
     )
     state = ingest(params, return_state=True)
     assert state.is_completed(), state.message
-    fetch, emb = state.result().stages
-    assert len(fetch.done) == len(emb.done) == 3
+    fetch, emb, loaded = state.result().stages
+    assert len(fetch.done) == len(emb.done) == len(loaded.done) == 3
     assert {s.extra["namespace"] for s in emb.done.values()} == {
         next(iter(emb.done.values())).extra["namespace"]
     }

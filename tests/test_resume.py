@@ -153,6 +153,12 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     assert sorted(text_ids) == sorted(ids_all := [r["id"] for r in status_rows])
     assert len(set(ids_all)) == len(ids_all)
     assert sorted(image_ids) == sorted(ok)
+    # the store holds each valid row once and each fetched image once
+    from storage.status import status
+
+    report = status(data)
+    assert report["store"] == {"prompts": N - 100, "images": len(deliverable)}
+    assert "tables" in report["stages"]["index"]
     # a last run sends no request and does no model work
     seen = sum(server.requests.values())
     stamps = {p: p.stat().st_mtime_ns for p in (data.root / "embed").rglob("*.parquet")}

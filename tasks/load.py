@@ -1,0 +1,121 @@
+"""load: put each embedded shard's prompts and images, with their vectors, into the store."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+from prefect import task
+
+from promptlake.settings import Settings, store_url
+from storage.layout import DataDir
+from storage.markers import Markers
+from storage.records import ShardStats
+from storage.store import open_store
+from storage.vectors import namespaces, read_vectors
+from tasks.embed import embed_markers
+from tasks.encoder import describe_model
+from tasks.fetch import read_status
+from tasks.plan import read_shard
+
+STAGE = "load"
+get_store = open_store  # one handle per URL per process (and one chDB path per process)
+
+
+def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
+    """The embedding namespace of the configured model (or the newest one)."""
+    found = namespaces(data)
+    known = describe_model(settings.clip_model)
+    if known and known.namespace in found:
+        return known.namespace, found[known.namespace]
+    if not found:
+        raise RuntimeError(f"{data.root} has no embeddings yet: run the embed stage first")
+    ns = list(found)[-1]
+    return ns, found[ns]
+
+
+def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = False) -> ShardStats:
+    """Replace the shard's rows in the store (delete, then insert): loading twice adds nothing."""
+    markers = Markers(data, STAGE)
+    if markers.done(shard) and not force:
+        return markers.read(shard)
+    ns, model = current_namespace(data, settings)
+    if not embed_markers(data, ns).done(shard):
+        raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")
+    start = time.perf_counter()
+    store = get_store(store_url(settings))
+    store.ensure_schema(ns, int(model["dim"]))
+    prompts = _prompt_rows(data, shard, ns)
+    images = _image_rows(data, shard, ns, prompts)
+    store.load_shard("prompts", shard, prompts)
+    store.load_shard("images", shard, images)
+    stats = ShardStats(
+        STAGE,
+        shard,
+        rows=prompts.num_rows,
+        ok=prompts.num_rows,
+        by_status={"prompts": prompts.num_rows, "images": images.num_rows},
+        seconds=round(time.perf_counter() - start, 3),
+        extra={"namespace": ns, "store": store_url(settings).split("@")[-1]},
+    )
+    markers.write(stats)
+    return stats
+
+
+def _prompt_rows(data: DataDir, shard: str, ns: str) -> pa.Table:
+    rows = read_shard(data, shard)
+    ids, vecs = read_vectors(data.vectors(ns, "text", shard))
+    if ids != rows["id"].to_pylist():
+        raise RuntimeError(f"load {shard}: text vectors do not match the shard's rows")
+    n = rows.num_rows
+    return pa.table(
+        {
+            "id": rows["id"],
+            "prompt": rows["prompt"],
+            "url": rows["url"],
+            "width": rows["width"].cast(pa.uint32()),
+            "height": rows["height"].cast(pa.uint32()),
+            "source_site": rows["source_site"],
+            "origin": pa.array(["dataset"] * n),
+            "shard": pa.array([shard] * n),
+            "model": pa.array([ns] * n),
+            "prompt_vector": _vector_column(vecs),
+        }
+    )
+
+
+def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Table:
+    ids, vecs = read_vectors(data.vectors(ns, "image", shard))
+    status = read_status(data, shard).select(["id", "orig_width", "orig_height"]).to_pydict()
+    size = {i: (w or 0, h or 0) for i, w, h in zip(*status.values(), strict=True)}
+    index = {rid: k for k, rid in enumerate(prompts["id"].to_pylist())}
+    picked = prompts.take(pa.array([index[i] for i in ids], pa.int64()))
+    columns = {
+        c: picked[c] for c in ("id", "prompt", "url", "source_site", "origin", "shard", "model")
+    }
+    return pa.table(
+        {
+            **columns,
+            "width": pa.array([size[i][0] for i in ids], pa.uint32()),
+            "height": pa.array([size[i][1] for i in ids], pa.uint32()),
+            "image_vector": _vector_column(vecs),
+        }
+    )
+
+
+def _vector_column(vecs: np.ndarray) -> pa.Array:
+    """(n, dim) float32 as an Arrow list column, without copying row by row."""
+    dim = vecs.shape[1] if vecs.ndim == 2 else 0
+    offsets = pa.array(np.arange(len(vecs) + 1, dtype=np.int32) * dim)
+    return pa.ListArray.from_arrays(offsets, pa.array(vecs.reshape(-1), pa.float32()))
+
+
+@task(name=STAGE)
+def load_task(shard: str, data_dir: str, settings: Settings, *, force: bool = False) -> ShardStats:
+    """Prefect task: load one shard (runs in the flow's process: chDB is single-process)."""
+    try:
+        return run_shard(shard, DataDir(data_dir), settings, force=force)
+    except Exception as exc:
+        Markers(DataDir(data_dir), STAGE).record_failure(shard, exc)
+        raise

@@ -1,0 +1,97 @@
+"""load, index and search on embedded chDB, with vectors from the tiny CLIP."""
+
+import json
+
+import pytest
+
+from promptlake.cli import main
+from promptlake.settings import store_url
+from storage.store import Filters, StoreError, open_store
+from storage.vectors import ModelMismatch
+from tasks import embed, index, load
+from tasks.fetch import run_shard as fetch_shard
+from tasks.plan import read_shard
+from tasks.search import SearchRequest, search
+from tests.conftest import make_shards
+from tests.fault_server import make_image
+
+
+@pytest.fixture
+def built(tmp_path, data, server, embed_settings):
+    s = embed_settings.model_copy(update={"data_dir": data.root})
+    shards = make_shards(tmp_path, data, server, 30, shard_size=12, bad_every=5)
+    for shard in shards:
+        fetch_shard(shard, data, s)
+        embed.run_shard(shard, data, s)
+        load.run_shard(shard, data, s)
+    return s, shards
+
+
+def test_loads_are_idempotent_and_counted(data, built):
+    s, shards = built
+    store = open_store(store_url(s))
+    assert (store.count("prompts"), store.count("images")) == (30, 24)
+    load.run_shard(shards[0], data, s, force=True)
+    assert (store.count("prompts"), store.count("images")) == (30, 24)
+    report = index.run(data, s)
+    assert set(report["tables"]) == {"prompts", "images"}
+    assert index.run(data, s) == report  # nothing new: not rebuilt
+
+
+def test_self_retrieval_for_prompts_and_images(tmp_path, data, built):
+    s, shards = built
+    index.run(data, s)
+    rows = read_shard(data, shards[1]).to_pylist()
+    for row in rows[:4]:
+        hits = search(SearchRequest(text=row["prompt"], k=3), data, s)
+        assert hits[0].id == row["id"] and hits[0].distance < 1e-4
+    pic = tmp_path / "e13.jpg"
+    pic.write_bytes(make_image("e13"))  # the very image the server sent for row e13
+    hits = search(SearchRequest(image=str(pic), target="images", k=3), data, s)
+    assert hits[0].id == "e13" and hits[0].distance < 0.01
+    reverse = search(SearchRequest(image=str(pic), target="prompts", k=5), data, s)
+    assert len(reverse) == 5  # image -> prompts (a random tiny model: no rank to check)
+    logged = (
+        open_store(store_url(s))
+        .client.query("SELECT count(), countIf(best_distance IS NOT NULL) FROM promptlake.searches")
+        .result_rows[0]
+    )
+    assert logged == (6, 6)
+
+
+def test_filters_and_bad_requests(data, built):
+    s, _ = built
+    hits = search(SearchRequest(text="a cat", k=50, filters=Filters(source_site="s")), data, s)
+    assert len(hits) == 30
+    assert search(SearchRequest(text="a cat", filters=Filters(origin="feedback")), data, s) == []
+    with pytest.raises(StoreError, match="give a text"):
+        search(SearchRequest(text="  "), data, s)
+    with pytest.raises(StoreError, match="target must be"):
+        search(SearchRequest(text="x", target="videos"), data, s)
+    with pytest.raises(StoreError, match="image not found"):
+        search(SearchRequest(image="/nope.png"), data, s)
+
+
+def test_unknown_model_is_refused(tmp_path, data, built):
+    from promptlake.tiny_clip import build_clip
+
+    s, _ = built
+    other = s.model_copy(update={"clip_model": str(build_clip(tmp_path / "o", seed=3))})
+    with pytest.raises(ModelMismatch, match="search with --model"):
+        search(SearchRequest(text="a cat"), data, other)
+
+
+def test_cli_search_json_and_table(data, built, capsys, monkeypatch):
+    _s, shards = built
+    monkeypatch.delenv("PROMPTLAKE_CLIP_MODEL", raising=False)
+    monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
+    prompt = read_shard(data, shards[0])["prompt"][0].as_py()
+    assert main(["search", prompt, "-k", "3", "--data-dir", str(data.root), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["id"] == "e0" and {"id", "prompt", "url", "distance"} <= set(hits[0])
+    assert (
+        main(["search", prompt, "-k", "2", "--data-dir", str(data.root), "--min-width", "100"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "1. 0.0000" in out and "e0" in out
+    assert main(["search", "--data-dir", str(data.root)]) == 2
