@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format bench-fetch bench-embed clean
+.PHONY: install test lint format bench-fetch bench-embed bench-search clean
 
 install: $(VENV)/.installed
 
@@ -41,3 +41,6 @@ clean:
 
 bench-embed: install
 	$(PY) benchmarks/embed.py $(BENCH_ARGS)
+
+bench-search: install
+	$(PY) benchmarks/search.py $(BENCH_ARGS)
