@@ -255,7 +255,14 @@ def open_store(url: str) -> Store:
             for other in [k for k, v in _OPEN.items() if v.embedded]:
                 _OPEN.pop(other).client.close()
             Path(u.path).mkdir(parents=True, exist_ok=True)
-            client = clickhouse_connect.get_client(interface="chdb", path=u.path)
+            try:
+                client = clickhouse_connect.get_client(interface="chdb", path=u.path)
+            except Exception as exc:
+                raise StoreError(
+                    f"could not open the embedded store at {u.path}: {exc}. chDB allows one "
+                    "process per store: if an ingest is using it, wait for it to finish, or "
+                    "serve the store from ClickHouse (PROMPTLAKE_STORE_URL=clickhouse://…)"
+                ) from exc
             store = Store(client, ClickHouseDialect(), u.database, embedded=True)
         else:
             client = clickhouse_connect.get_client(

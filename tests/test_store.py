@@ -141,3 +141,24 @@ def test_myscale_sql_text():
     assert "SCANN" in MyScaleDialect("SCANN").add_index("t", "v", 4, IndexParams())[0]
     with pytest.raises(ValueError, match="MSTG or SCANN"):
         MyScaleDialect("HNSWFLAT")
+
+
+def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"chdb://{tmp_path / 'held'}"
+    code = (
+        f"from storage.store import open_store; import time; open_store({url!r})"
+        ".ensure_schema('m', 4); print('held', flush=True); time.sleep(60)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(StoreError, match="one process per store"):
+            open_store(url)
+    finally:
+        holder.kill()
+        holder.wait()
