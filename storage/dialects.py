@@ -30,6 +30,10 @@ class ClickHouseDialect:
             f"ALTER TABLE {table} MATERIALIZE INDEX {column}_idx SETTINGS mutations_sync = 2",
         ]
 
+    def filtered_search_settings(self, multiplier: int) -> str:
+        """Fetch more index candidates when a filter will drop some (HNSW post-filters)."""
+        return f" SETTINGS vector_search_index_fetch_multiplier = {int(multiplier)}"
+
     def index_status(self) -> str:
         """SQL listing a table's vector indexes; binds {db:String} and {table:String}."""
         return (
@@ -51,6 +55,9 @@ class MyScaleDialect(ClickHouseDialect):
 
     def distance(self, column: str, param: str) -> str:
         return f"distance({column}, {param})"
+
+    def filtered_search_settings(self, multiplier: int) -> str:
+        return ""  # MyScale pre-filters its vector indexes
 
     def add_index(self, table: str, column: str, dim: int, p: IndexParams) -> list[str]:
         return [

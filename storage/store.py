@@ -206,7 +206,10 @@ class Store:
     ) -> list[Hit]:
         where, params = filters.sql()
         dist = self.dialect.distance(TABLES[name], "{q:Array(Float32)}")
-        settings = " SETTINGS use_skip_indexes = 0" if exact else ""
+        if exact:
+            settings = " SETTINGS use_skip_indexes = 0"
+        else:
+            settings = self.dialect.filtered_search_settings(8) if filters.active else ""
         sql = (
             f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin "
             f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}{settings}"

@@ -138,6 +138,13 @@ def test_myscale_sql_text():
         "prompt_vector TYPE MSTG('metric_type=Cosine')"
     )
     assert "system.vector_indices" in d.index_status()
+    assert d.filtered_search_settings(8) == ""  # MyScale pre-filters
+    from storage.dialects import ClickHouseDialect
+
+    assert (
+        "vector_search_index_fetch_multiplier = 8"
+        in ClickHouseDialect().filtered_search_settings(8)
+    )
     assert "SCANN" in MyScaleDialect("SCANN").add_index("t", "v", 4, IndexParams())[0]
     with pytest.raises(ValueError, match="MSTG or SCANN"):
         MyScaleDialect("HNSWFLAT")
