@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from storage.dialects import IndexParams  # noqa: E402
 from storage.store import Filters, open_store  # noqa: E402
+from storage.vectors import list_column  # noqa: E402
 
 DIM, CHUNK, SITES = 512, 50_000, ("lexica", "civitai", "krea", "midjourney")
 
@@ -39,7 +40,6 @@ def chunk(i: int, n: int, centres: np.ndarray) -> np.ndarray:
 def rows(i: int, vecs: np.ndarray) -> pa.Table:
     n, base = len(vecs), i * CHUNK
     ids = [f"r{base + j}" for j in range(n)]
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * DIM)
     return pa.table(
         {
             "id": ids,
@@ -50,7 +50,7 @@ def rows(i: int, vecs: np.ndarray) -> pa.Table:
             "source_site": [SITES[(base + j) % 4] for j in range(n)],
             "shard": [f"{i:05d}"] * n,
             "model": ["bench"] * n,
-            "prompt_vector": pa.ListArray.from_arrays(offsets, pa.array(vecs.reshape(-1))),
+            "prompt_vector": list_column(vecs),
         }
     )
 

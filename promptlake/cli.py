@@ -138,7 +138,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         built = namespaces(DataDir(settings.data_dir))
         if built:
-            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["name"]})
+            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["model"]})
     filters = Filters(args.source_site, args.min_width, args.min_height, args.origin)
     req = SearchRequest(args.text, args.image, args.target, args.k, filters)
     hits = search(req, DataDir(settings.data_dir), settings)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.layout import DataDir, read_json, write_json
@@ -46,6 +48,15 @@ class Markers:
         """Remember why a shard failed, so ``status`` and ``resume`` can say it."""
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         write_json(self.error_path(shard), {"shard": shard, "error": detail, "at": time.time()})
+
+    @contextmanager
+    def recording(self, shard: str) -> Iterator[None]:
+        """Record an exception raised inside as the shard's failure, then re-raise it."""
+        try:
+            yield
+        except Exception as exc:
+            self.record_failure(shard, exc)
+            raise
 
     def all_done(self) -> dict[str, ShardStats]:
         if not self.dir.exists():

@@ -120,6 +120,7 @@ class Store:
         self.client, self.dialect, self.db = client, dialect, database
         self.embedded = embedded
         self.url = ""
+        self._schema: tuple[str, int] | None = None
 
     def table(self, name: str) -> str:
         return f"{self.db}.{name}"
@@ -128,6 +129,8 @@ class Store:
         """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's."""
         if dim < 1:
             raise StoreError(f"vector dimension must be >= 1, got {dim}")
+        if self._schema == (model, dim):
+            return  # checked on this connection already: no DDL round trips per shard
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table('meta')} (key String, "
@@ -157,6 +160,7 @@ class Store:
                 [["model", model], ["dim", str(dim)]],
                 column_names=["key", "value"],
             )
+        self._schema = (model, dim)
 
     def meta(self) -> dict[str, str]:
         rows = self.client.query(f"SELECT key, value FROM {self.table('meta')} FINAL").result_rows

@@ -20,6 +20,14 @@ def vector_schema(dim: int) -> pa.Schema:
     return pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
 
 
+def list_column(vectors: np.ndarray) -> pa.Array:
+    """(n, dim) float32 as an Arrow list column (what the store's Array(Float32) takes)."""
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    offsets = pa.array(np.arange(len(vectors) + 1, dtype=np.int32) * dim)
+    flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()))
+
+
 def write_vectors(path: Path, ids: list[str], vectors: np.ndarray) -> None:
     """Write ``ids`` and their vectors atomically."""
     if len(ids) != len(vectors):
@@ -47,12 +55,12 @@ def claim_namespace(data: DataDir, namespace: str, model: dict[str, Any]) -> Non
     path = data.embed_dir(namespace) / "model.json"
     if path.exists():
         have = read_json(path)
-        keys = ("name", "revision", "dim")
+        keys = ("model", "revision", "dim")
         if tuple(have.get(k) for k in keys) != tuple(model.get(k) for k in keys):
             raise ModelMismatch(
-                f"{data.embed_dir(namespace)} holds vectors of {have.get('name')} "
+                f"{data.embed_dir(namespace)} holds vectors of {have.get('model')} "
                 f"(revision {str(have.get('revision'))[:12]}, dim {have.get('dim')}), not of "
-                f"{model.get('name')} (revision {str(model.get('revision'))[:12]}, dim "
+                f"{model.get('model')} (revision {str(model.get('revision'))[:12]}, dim "
                 f"{model.get('dim')}); vectors of different models are never mixed"
             )
         return

@@ -94,7 +94,6 @@ def _model_record(enc: ClipEncoder) -> dict[str, object]:
     info = enc.info
     return {
         "model": info.name,
-        "name": info.name,
         "revision": info.revision,
         "dim": info.dim,
         "max_tokens": info.max_tokens,
@@ -199,9 +198,6 @@ def embed_task(
 ) -> ShardStats:
     """Prefect task: embed one shard holding a GPU slot, so fetch can run ahead on the CPU."""
     data = DataDir(data_dir)
-    try:
-        with gpu_slot(pick_device(settings.device)):
-            return run_shard(shard, data, settings, force=force, progress=progress)
-    except Exception as exc:
-        Markers(data, STAGE).record_failure(shard, exc)  # model-independent: status finds it
-        raise
+    # failures are recorded at stage level, not per model: status finds them either way
+    with Markers(data, STAGE).recording(shard), gpu_slot(pick_device(settings.device)):
+        return run_shard(shard, data, settings, force=force, progress=progress)

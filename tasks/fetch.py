@@ -210,8 +210,7 @@ def fetch_task(
     progress: bool = False,
 ) -> ShardStats:
     """Prefect task: fetch one shard; a raised error is recorded beside the shard's marker."""
-    markers = Markers(DataDir(data_dir), STAGE)
-    try:
+    with Markers(DataDir(data_dir), STAGE).recording(shard):
         return run_shard(
             shard,
             DataDir(data_dir),
@@ -220,6 +219,3 @@ def fetch_task(
             force=force,
             progress=progress,
         )
-    except Exception as exc:
-        markers.record_failure(shard, exc)
-        raise

@@ -9,8 +9,8 @@ from prefect import task
 from promptlake.settings import Settings, store_url
 from storage.dialects import IndexParams
 from storage.layout import DataDir, read_json, write_json
-from storage.store import TABLES
-from tasks.load import current_namespace, get_store
+from storage.store import TABLES, open_store
+from tasks.load import current_namespace
 
 STAGE = "index"
 
@@ -23,12 +23,13 @@ def run(data: DataDir, settings: Settings, *, force: bool = False) -> dict:
     """Build (or confirm) the indexes; skipped while the row counts are those last indexed.
     Searches work before this (exact scan); the index makes them fast."""
     ns, model = current_namespace(data, settings)
-    store = get_store(store_url(settings))
+    store = open_store(store_url(settings))
     store.ensure_schema(ns, int(model["dim"]))
     counts = {name: store.count(name) for name in TABLES}
     path = marker_path(data)
-    if path.exists() and not force and read_json(path).get("counts") == counts:
-        return read_json(path)
+    last = read_json(path) if path.exists() else {}
+    if last.get("counts") == counts and not force:
+        return last
     params = IndexParams(settings.hnsw_quantization, settings.hnsw_m, settings.hnsw_ef_construction)
     report = {"counts": counts, "params": params.__dict__, "tables": {}}
     for name in TABLES:

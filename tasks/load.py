@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pyarrow as pa
 from prefect import task
 
@@ -13,14 +12,13 @@ from storage.layout import DataDir
 from storage.markers import Markers
 from storage.records import ShardStats
 from storage.store import open_store
-from storage.vectors import namespaces, read_vectors
+from storage.vectors import list_column, namespaces, read_vectors
 from tasks.embed import embed_markers
 from tasks.encoder import describe_model
 from tasks.fetch import read_status
 from tasks.plan import read_shard
 
 STAGE = "load"
-get_store = open_store  # one handle per URL per process (and one chDB path per process)
 
 
 def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
@@ -44,7 +42,7 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
     if not embed_markers(data, ns).done(shard):
         raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")
     start = time.perf_counter()
-    store = get_store(store_url(settings))
+    store = open_store(store_url(settings))
     store.ensure_schema(ns, int(model["dim"]))
     prompts = _prompt_rows(data, shard, ns)
     images = _image_rows(data, shard, ns, prompts)
@@ -80,7 +78,7 @@ def _prompt_rows(data: DataDir, shard: str, ns: str) -> pa.Table:
             "origin": pa.array(["dataset"] * n),
             "shard": pa.array([shard] * n),
             "model": pa.array([ns] * n),
-            "prompt_vector": _vector_column(vecs),
+            "prompt_vector": list_column(vecs),
         }
     )
 
@@ -99,23 +97,13 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
             **columns,
             "width": pa.array([size[i][0] for i in ids], pa.uint32()),
             "height": pa.array([size[i][1] for i in ids], pa.uint32()),
-            "image_vector": _vector_column(vecs),
+            "image_vector": list_column(vecs),
         }
     )
-
-
-def _vector_column(vecs: np.ndarray) -> pa.Array:
-    """(n, dim) float32 as an Arrow list column, without copying row by row."""
-    dim = vecs.shape[1] if vecs.ndim == 2 else 0
-    offsets = pa.array(np.arange(len(vecs) + 1, dtype=np.int32) * dim)
-    return pa.ListArray.from_arrays(offsets, pa.array(vecs.reshape(-1), pa.float32()))
 
 
 @task(name=STAGE)
 def load_task(shard: str, data_dir: str, settings: Settings, *, force: bool = False) -> ShardStats:
     """Prefect task: load one shard (runs in the flow's process: chDB is single-process)."""
-    try:
+    with Markers(DataDir(data_dir), STAGE).recording(shard):
         return run_shard(shard, DataDir(data_dir), settings, force=force)
-    except Exception as exc:
-        Markers(DataDir(data_dir), STAGE).record_failure(shard, exc)
-        raise

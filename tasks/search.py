@@ -11,12 +11,12 @@ import numpy as np
 
 from promptlake.settings import Settings, store_url
 from storage.layout import DataDir
-from storage.store import TABLES, Filters, Hit, StoreError
+from storage.store import TABLES, Filters, Hit, StoreError, open_store
 from storage.vectors import ModelMismatch
 from tasks.encoder import ClipEncoder, get_encoder
 from tasks.fetcher import Fetcher
 from tasks.imaging import process_image
-from tasks.load import current_namespace, get_store
+from tasks.load import current_namespace
 
 
 @dataclass
@@ -78,7 +78,7 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
             f"the store holds vectors of {model.get('name')} ({ns}), not of "
             f"{settings.clip_model}: search with --model {model.get('name')}"
         )
-    store = get_store(store_url(settings))
+    store = open_store(store_url(settings))
     store.ensure_schema(ns, int(model["dim"]))
     start = time.perf_counter()
     hits = store.search(req.target, query_vector(req, enc, settings), req.k, req.filters)

@@ -127,7 +127,7 @@ def test_models_never_mix(data, fetched, embed_settings, tmp_path):
     assert data.vectors(ns2, "text", fetched[0]).exists()
     info = get_encoder(str(other), "cpu", "fp32").info
     with pytest.raises(ModelMismatch, match="never mixed"):
-        claim_namespace(data, ns1, {**info.__dict__})
+        claim_namespace(data, ns1, {"model": info.name, "revision": info.revision, "dim": info.dim})
 
 
 def test_unreachable_model_says_how_to_point_at_a_local_copy(monkeypatch):
