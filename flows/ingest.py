@@ -44,7 +44,7 @@ def _settings(p: IngestParams) -> Settings:
         data_dir=p.data_dir,
         shard_size=p.shard_size,
         fetch_workers=p.fetch_workers,
-        allow_file_urls=p.allow_file_urls,
+        allow_file_urls=p.allow_file_urls if p.allow_file_urls is not None else p.image_folder,
         shard_concurrency=p.shard_concurrency,
         clip_model=p.model,
         device=p.device,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from storage.records import STAGES
+from storage.store import Filters
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
@@ -17,7 +19,8 @@ class IngestParams(BaseModel):
 
     source: str = Field(
         ...,
-        description="Local .csv/.csv.gz/.parquet path, an http(s) URL, or kaggle:owner/dataset",
+        description="Local .csv/.csv.gz/.parquet path, a folder of generated images (prompts "
+        "from their A1111/ComfyUI metadata), an http(s) URL, or kaggle:owner/dataset",
         examples=["kaggle:tanreinama/900k-diffusion-prompts-dataset"],
     )
     data_dir: str = Field("./data", description="Data directory for every stage's output.")
@@ -44,6 +47,74 @@ class IngestParams(BaseModel):
     allow_file_urls: bool | None = Field(None, description="Allow file:// image URLs.")
     progress: bool = Field(False, description="Show tqdm bars (for terminals).")
 
+    @property
+    def image_folder(self) -> bool:
+        """Whether the source is a folder of images (their file:// URLs must be allowed)."""
+        return Path(self.source).expanduser().is_dir()
+
     def runs(self, stage: str) -> bool:
         """Whether ``stage`` is at or before ``until``."""
         return STAGES.index(stage) <= STAGES.index(self.until)
+
+
+class QueryParams(BaseModel):
+    """Where to search and which rows qualify (shared by search and refine)."""
+
+    image: str | None = Field(
+        None, description="An image path or http(s) URL (reverse search / image query)."
+    )
+    source_site: str | None = Field(None, description="Only rows from this site.")
+    min_width: int | None = Field(None, ge=0, description="Only images at least this wide.")
+    min_height: int | None = Field(None, ge=0, description="Only images at least this tall.")
+    origin: str | None = Field(None, description="Only rows of this origin: dataset, feedback.")
+    data_dir: str = Field("./data", description="Data directory the store was built in.")
+    model: str | None = Field(None, description="CLIP model; default: the one of the store.")
+    store_url: str | None = Field(None, description="Store URL; default: <data_dir>/store.")
+
+    def filters(self) -> Filters:
+        return Filters(self.source_site, self.min_width, self.min_height, self.origin)
+
+
+class SearchParams(QueryParams):
+    """A search: a text and/or an image in, nearest prompts or images out."""
+
+    text: str | None = Field(None, description="What to look for.", examples=["a cat on a sofa"])
+    target: Literal["prompts", "images"] = Field("prompts", description="What to return.")
+    k: int = Field(10, ge=1, le=1000, description="How many hits.")
+    use_metadata: bool = Field(
+        True, description="Image alone → prompts: answer from the image's own metadata first."
+    )
+
+
+class RefineParams(QueryParams):
+    """A refine: a rough idea (and/or an image) in, better prompts drawn from neighbours out."""
+
+    idea: str = Field("", description="A rough idea.", examples=["a cat sleeping on the sofa"])
+    n: int = Field(3, ge=1, le=20, description="Variants to write.")
+    k: int = Field(12, ge=1, le=200, description="Neighbours to draw from.")
+    llm: Literal["auto", "offline", "openai"] = Field(
+        "auto",
+        description="offline: deterministic from the neighbours; openai: the configured "
+        "OpenAI-compatible endpoint (PROMPTLAKE_LLM_*); auto: openai when configured.",
+    )
+
+
+class FeedbackParams(BaseModel):
+    """A feedback run: weak searches and given ideas → refined prompts written back."""
+
+    data_dir: str = Field("./data", description="Data directory the store was built in.")
+    ideas: list[str] = Field(
+        default_factory=list, description="Ideas to improve the store for (besides searches)."
+    )
+    use_searches: bool = Field(True, description="Also take recent weakly served searches.")
+    max_inputs: int | None = Field(
+        None, ge=0, le=1000, description="Inputs per run (default PROMPTLAKE_FEEDBACK_MAX_INPUTS)."
+    )
+    n: int = Field(3, ge=1, le=10, description="Variants per input.")
+    k: int = Field(12, ge=1, le=200, description="Neighbours each refine draws from.")
+    llm: Literal["auto", "offline", "openai"] = Field("auto", description="Refiner to use.")
+    generate: bool = Field(
+        False, description="Generate an image per variant with PROMPTLAKE_GENERATOR."
+    )
+    model: str | None = Field(None, description="CLIP model; default: the one of the store.")
+    store_url: str | None = Field(None, description="Store URL; default: <data_dir>/store.")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from promptlake import query_cli
 from storage.records import STAGES
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
@@ -41,26 +42,36 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _search_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="nearest prompts or images to a text and/or an image")
-    p.add_argument("text", nargs="?", help="what to look for")
-    p.add_argument("--image", help="an image path or http(s) URL (reverse search)")
-    p.add_argument("--target", choices=["prompts", "images"], default="prompts")
-    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
-    p.add_argument("--source-site", help="only rows from this site")
-    p.add_argument("--min-width", type=int, help="only images at least this wide")
-    p.add_argument("--min-height", type=int, help="only images at least this tall")
-    p.add_argument("--origin", help="only rows of this origin (dataset, feedback)")
+def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest-images",
+        help="ingest a folder of your own generated images: prompts from their A1111/ComfyUI "
+        "metadata, images from the files",
+    )
+    p.add_argument("source", metavar="DIR", help="folder of .png/.jpg/.webp images (recursive)")
     p.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
-    p.add_argument("--model", help="CLIP model (default: the one the store was built with)")
-    p.add_argument("--json", action="store_true", help="print a JSON array of hits")
+    p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    p.add_argument("--force", action="store_true", help="redo finished shards")
+    p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.set_defaults(
+        shard_size=None,
+        limit=None,
+        retry_failed=False,
+        workers=None,
+        shard_concurrency=None,
+        runner="thread",
+        dask_address=None,
+        allow_file_urls=True,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptlake", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _ingest_parser(sub)
-    _search_parser(sub)
+    _ingest_images_parser(sub)
+    query_cli.add_parsers(sub)
     st = sub.add_parser("status", help="what a data directory holds, per stage")
     st.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -103,13 +114,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 @contextmanager
 def prefect_api() -> Iterator[None]:
-    """Without PREFECT_API_URL, start one temporary Prefect server and export its URL, so that
-    shard tasks in worker processes report to the flow's server instead of starting their own."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
+    """Use the configured Prefect API (environment, profile); without one, start one temporary
+    Prefect server and export its URL, so that shard tasks in worker processes report to the
+    flow's server instead of starting their own."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()  # the environment, a Prefect profile or a test harness
+    if configured:
+        exported = "PREFECT_API_URL" not in os.environ
+        os.environ.setdefault("PREFECT_API_URL", configured)  # for worker processes
+        try:
+            yield
+        finally:
+            if exported:
+                del os.environ["PREFECT_API_URL"]
+        return
 
     server = SubprocessASGIServer()
     server.start()
@@ -124,36 +144,6 @@ def prefect_api() -> Iterator[None]:
         APILogHandler().flush()  # send the run's last log lines before the server goes
         del os.environ["PREFECT_API_URL"], os.environ[TEMPORARY_SERVER_ENV]
         server.stop()
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from promptlake.settings import get_settings
-    from storage.layout import DataDir
-    from storage.store import Filters
-    from tasks.search import SearchRequest, search
-
-    settings = get_settings(data_dir=args.data_dir, clip_model=args.model)
-    if not args.model and "PROMPTLAKE_CLIP_MODEL" not in os.environ:
-        from storage.vectors import namespaces  # default: the model the store was built with
-
-        built = namespaces(DataDir(settings.data_dir))
-        if built:
-            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["model"]})
-    filters = Filters(args.source_site, args.min_width, args.min_height, args.origin)
-    req = SearchRequest(args.text, args.image, args.target, args.k, filters)
-    hits = search(req, DataDir(settings.data_dir), settings)
-    if args.json:
-        print(json.dumps([h.__dict__ for h in hits], indent=2))
-        return 0
-    if not hits:
-        print("no hits")
-    for rank, h in enumerate(hits, 1):
-        print(
-            f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
-        )
-        print(f"     {h.prompt[:160]}")
-        print(f"     {h.url}")
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -173,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stderr.isatty():  # per-task log lines would tear the progress bars apart
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
-    handler = {"ingest": cmd_ingest, "search": cmd_search, "status": cmd_status}[args.command]
+    handler = {
+        "ingest": cmd_ingest,
+        "ingest-images": cmd_ingest,
+        "search": query_cli.cmd_search,
+        "refine": query_cli.cmd_refine,
+        "status": cmd_status,
+    }[args.command]
     try:
         return handler(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,40 @@ class Settings(BaseSettings):
     hnsw_quantization: str = Field("bf16", pattern="^(f64|f32|f16|bf16|i8|b1)$")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW neighbours per node.")
     hnsw_ef_construction: int = Field(128, ge=8, le=4096)
+    # refine
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (https://api.openai.com/v1, "
+        "http://localhost:11434/v1 for Ollama, a vLLM or llama.cpp server); none: offline refiner.",
+    )
+    llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer key; never logged.")
+    llm_model: str = Field("gpt-4o-mini", description="Chat model name at that endpoint.")
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
+    llm_retries: int = Field(3, ge=0, le=10, description="Retries on 429, 5xx and timeouts.")
+    llm_backoff_base: float = Field(1.0, ge=0, description="First LLM retry delay in seconds.")
+    llm_temperature: float = Field(0.8, ge=0, le=2)
+    refine_k: int = Field(12, ge=1, le=200, description="Neighbours a refine draws from.")
+    refine_n: int = Field(3, ge=1, le=20, description="Variants a refine writes.")
+    # feedback
+    feedback_cron: str = Field("0 3 * * *", description="When the feedback deployment runs.")
+    feedback_since_hours: float = Field(
+        24.0, gt=0, le=24 * 365, description="Look back this far for weakly served searches."
+    )
+    feedback_min_distance: float = Field(
+        0.25, ge=0, le=2, description="A search whose best hit is this far (cosine) is weak."
+    )
+    feedback_max_inputs: int = Field(20, ge=0, le=1000, description="Inputs per feedback run.")
+    feedback_negative: str = Field(
+        "blurry, lowres, watermark, text", description="Negative prompt for generated images."
+    )
+    generator: str | None = Field(
+        None,
+        description="Image generator for feedback: a1111+http://host:7860 or "
+        "diffusers:<model>; none: no images.",
+    )
+    generator_steps: int = Field(20, ge=1, le=200)
+    generator_width: int = Field(512, ge=64, le=2048)
+    generator_height: int = Field(512, ge=64, le=2048)
     lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
 
 

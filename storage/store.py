@@ -21,7 +21,8 @@ from storage.vectors import ModelMismatch
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
 _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     source_site LowCardinality(String), origin LowCardinality(String) DEFAULT 'dataset',
-    parent_ids Array(String) DEFAULT [], shard String, model LowCardinality(String),
+    parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
+    model LowCardinality(String),
     created_at DateTime64(3) DEFAULT now64(3)"""
 
 
@@ -111,6 +112,13 @@ class Filters:
         )
 
 
+def _lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict[str, Any]:
+    """Where a row came from, for rows the store made itself (feedback)."""
+    if origin == "dataset":
+        return {}
+    return {"parent_ids": list(parents), "trigger": trigger, "created_at": created}
+
+
 class Store:
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
@@ -148,6 +156,10 @@ class Store:
                 f"{column} Array(Float32) CODEC(NONE), "
                 f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
                 "ENGINE = MergeTree ORDER BY (source_site, origin, id)"
+            )
+            self.client.command(  # stores made before lineage had a trigger column
+                f"ALTER TABLE {self.table(name)} ADD COLUMN IF NOT EXISTS trigger String "
+                "DEFAULT '' AFTER parent_ids"
             )
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table('searches')} (query String, "
@@ -215,13 +227,14 @@ class Store:
         else:
             settings = self.dialect.filtered_search_settings(8) if filters.active else ""
         sql = (
-            f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin "
+            f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin, "
+            "parent_ids, trigger, toString(created_at) "
             f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}{settings}"
         )
         rows = self.client.query(
             sql, parameters={**params, "q": list(map(float, vector)), "k": k}
         ).result_rows
-        return [Hit(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        return [Hit(*r[:3], float(r[3]), *r[4:8], extra=_lineage(*r[7:])) for r in rows]
 
     def log_search(
         self, query: str, target: str, k: int, hits: list[Hit], elapsed_ms: float
@@ -233,6 +246,22 @@ class Store:
             [[query[:2000], target, k, best, elapsed_ms]],
             column_names=["query", "target", "k", "best_distance", "elapsed_ms"],
         )
+
+    def weak_searches(
+        self, *, since_hours: float, min_distance: float, limit: int
+    ) -> list[tuple[str, float | None, str]]:
+        """Recent text searches for prompts that the store served poorly (its best hit at least
+        ``min_distance`` away, or nothing): (query, best distance, last time), newest first."""
+        rows = self.client.query(
+            f"SELECT query, min(best_distance) AS best, toString(max(at)) AS last "
+            f"FROM {self.table('searches')} WHERE target = 'prompts' "
+            "AND NOT startsWith(query, 'image:') "
+            "AND at >= now64(3) - toIntervalSecond({secs:UInt64}) "
+            "GROUP BY query HAVING best IS NULL OR best >= {d:Float64} "
+            "ORDER BY last DESC, query LIMIT {n:UInt32}",
+            parameters={"secs": int(since_hours * 3600), "d": min_distance, "n": limit},
+        ).result_rows
+        return [(q, None if b is None else float(b), at) for q, b, at in rows]
 
     def _check_table(self, name: str) -> None:
         if name not in TABLES:

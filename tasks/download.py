@@ -1,4 +1,5 @@
-"""download: resolve SOURCE (a local file, an http(s) URL, ``kaggle:owner/dataset``) to a file."""
+"""download: resolve SOURCE (a local file, a folder of generated images, an http(s) URL or
+``kaggle:owner/dataset``) to a local file."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def download(source: str, data: DataDir, *, timeout: float = 30.0) -> SourceInfo
         path = _from_kaggle(source.removeprefix("kaggle:"))
     elif urlparse(source).scheme in ("http", "https"):
         path = _from_http(source, data, timeout=timeout)
+    elif Path(source).expanduser().is_dir():
+        path = _from_directory(Path(source).expanduser(), data)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -113,6 +116,18 @@ def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
         ) from exc
     with atomic_path(target) as tmp:
         os.replace(part, tmp)
+    return target
+
+
+def _from_directory(folder: Path, data: DataDir) -> Path:
+    """A folder of generated images: a parquet dataset of their metadata prompts."""
+    from tasks.image_source import scan_directory
+
+    target = data.source_dir / "images.parquet"
+    try:
+        scan_directory(folder, target)
+    except FileNotFoundError as exc:
+        raise DownloadError(str(exc)) from exc
     return target
 
 

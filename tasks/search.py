@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+from prefect import task
 
-from promptlake.settings import Settings, store_url
+from promptlake.settings import Settings, get_settings, store_url
 from storage.layout import DataDir
 from storage.store import TABLES, Filters, Hit, StoreError, open_store
-from storage.vectors import ModelMismatch
+from storage.vectors import ModelMismatch, namespaces
 from tasks.encoder import ClipEncoder, get_encoder
 from tasks.fetcher import Fetcher
 from tasks.imaging import process_image
 from tasks.load import current_namespace
+from tasks.metadata import ImageMeta, read_metadata
 
 
 @dataclass
@@ -28,12 +31,24 @@ class SearchRequest:
     target: str = "prompts"
     k: int = 10
     filters: Filters = field(default_factory=Filters)
+    log: bool = True  # the feedback flow's own searches are not logged: they would feed it
 
     def validate(self) -> None:
         if not (self.text and self.text.strip()) and not self.image:
             raise StoreError("give a text, an --image, or both")
         if self.target not in TABLES:
             raise StoreError(f"target must be prompts or images, not {self.target!r}")
+
+
+def query_settings(data_dir: str | None, model: str | None, **overrides: object) -> Settings:
+    """Settings for searching a data dir: unless a model is given (argument or
+    PROMPTLAKE_CLIP_MODEL), the one the data dir was embedded with."""
+    settings = get_settings(data_dir=data_dir, clip_model=model, **overrides)
+    if not model and "PROMPTLAKE_CLIP_MODEL" not in os.environ:
+        built = namespaces(DataDir(settings.data_dir))
+        if built:
+            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["model"]})
+    return settings
 
 
 def read_image(source: str, settings: Settings) -> bytes:
@@ -49,13 +64,44 @@ def read_image(source: str, settings: Settings) -> bytes:
     return path.read_bytes()
 
 
-def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> list[float]:
-    """The request as one unit vector, made the way stored vectors were made."""
-    parts = []
-    if req.text and req.text.strip():
-        parts.append(enc.encode_text([req.text])[0][0])
-    if req.image:
-        body = read_image(req.image, settings)
+def read_image_metadata(source: str, settings: Settings) -> ImageMeta | None:
+    """The generation prompt an image file carries (A1111 or ComfyUI), or None."""
+    return read_metadata(read_image(source, settings))
+
+
+@dataclass
+class ReverseResult:
+    """An image's prompt: exact from its metadata when it has some, else its CLIP neighbours."""
+
+    exact: ImageMeta | None
+    hits: list[Hit]
+
+
+def reverse(
+    image: str,
+    data: DataDir,
+    settings: Settings,
+    *,
+    k: int = 10,
+    filters: Filters | None = None,
+    use_metadata: bool = True,
+) -> ReverseResult:
+    """Reverse search: the image's own metadata first (no model, no store needed), then CLIP."""
+    if use_metadata:
+        meta = read_image_metadata(image, settings)
+        if meta is not None:
+            return ReverseResult(meta, [])
+    req = SearchRequest(image=image, target="prompts", k=k, filters=filters or Filters())
+    return ReverseResult(None, search(req, data, settings))
+
+
+def image_vectors(bodies: list[bytes], enc: ClipEncoder, settings: Settings) -> np.ndarray:
+    """Unit vectors of image files, made the way stored image vectors were made (resized and
+    re-encoded like the fetch stage does, then cropped by the encoder)."""
+    if not bodies:
+        return np.zeros((0, enc.info.dim), dtype=np.float32)
+    crops = []
+    for body in bodies:
         stored = process_image(
             body,
             size=settings.image_size,
@@ -63,7 +109,17 @@ def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> li
             quality=settings.image_quality,
             resample=settings.resize_filter,
         ).data
-        parts.append(enc.encode_pixels(np.stack([enc.prepare_image(stored)]))[0])
+        crops.append(enc.prepare_image(stored))
+    return enc.encode_pixels(np.stack(crops))
+
+
+def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> list[float]:
+    """The request as one unit vector, made the way stored vectors were made."""
+    parts = []
+    if req.text and req.text.strip():
+        parts.append(enc.encode_text([req.text])[0][0])
+    if req.image:
+        parts.append(image_vectors([read_image(req.image, settings)], enc, settings)[0])
     vec = sum(parts) / len(parts)
     return (vec / (float((vec**2).sum()) ** 0.5)).tolist()
 
@@ -82,6 +138,26 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
     store.ensure_schema(ns, int(model["dim"]))
     start = time.perf_counter()
     hits = store.search(req.target, query_vector(req, enc, settings), req.k, req.filters)
+    if not req.log:
+        return hits
     label = req.text or f"image:{req.image}"
     store.log_search(label, req.target, req.k, hits, (time.perf_counter() - start) * 1000)
     return hits
+
+
+def run(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:
+    """One search; an image alone asking for prompts is a reverse search, answered from the
+    image's own metadata (one hit, origin ``metadata:<tool>``) when it has some."""
+    data = DataDir(settings.data_dir)
+    if req.image and not (req.text and req.text.strip()) and req.target == "prompts":
+        found = reverse(
+            req.image, data, settings, k=req.k, filters=req.filters, use_metadata=use_metadata
+        )
+        return [found.exact.as_hit(req.image)] if found.exact else found.hits
+    return search(req, data, settings)
+
+
+@task(name="search")
+def search_task(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:
+    """Prefect task: ``run``."""
+    return run(req, settings, use_metadata=use_metadata)

@@ -101,3 +101,27 @@ def make_shards(
         rows.append([f"e{i}", prompt, server.url(kind, f"e{i}"), 512, 512, "s"])
     src = write_csv(tmp_path / "e.csv", rows)
     return [s.name for s in plan(download(str(src), data), data, shard_size=shard_size).shards]
+
+
+@pytest.fixture
+def built(tmp_path, data, server, embed_settings):
+    """A store of 30 sample prompts (24 with images) through fetch, embed and load."""
+    from tasks import embed, load
+    from tasks.fetch import run_shard as fetch_shard
+
+    s = embed_settings.model_copy(update={"data_dir": data.root})
+    shards = make_shards(tmp_path, data, server, 30, shard_size=12, bad_every=5)
+    for shard in shards:
+        fetch_shard(shard, data, s)
+        embed.run_shard(shard, data, s)
+        load.run_shard(shard, data, s)
+    return s, shards
+
+
+def artifacts_of(flow_run_id) -> list:
+    """The artifacts a flow run published, read back from the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))

@@ -4,14 +4,13 @@ import json
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
 
 from flows.ingest import ingest
 from flows.params import IngestParams
 from promptlake.cli import main
 from storage.layout import DataDir
 from storage.markers import Markers
-from tests.conftest import write_csv
+from tests.conftest import artifacts_of, write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -39,13 +38,6 @@ def _csv(tmp_path, server, n=12):
     return write_csv(tmp_path / "p.csv", rows)
 
 
-def _artifacts(flow_run_id):
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}),
-        )
-
-
 @pytest.mark.parametrize("runner", ["thread", "process"])
 def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, runner):
     params = IngestParams(
@@ -68,7 +60,7 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert sorted(emb.done) == ["00000", "00001", "00002"] and not emb.failed
     assert sum(s.by_status["image"] for s in emb.done.values()) == 8
     assert sum(s.by_status["text"] for s in emb.done.values()) == 12
-    arts = _artifacts(state.state_details.flow_run_id)
+    arts = artifacts_of(state.state_details.flow_run_id)
     kinds = {a.type for a in arts}
     assert {"progress", "table", "markdown"} <= kinds
     table = next(a for a in arts if a.key == "ingest-shards")

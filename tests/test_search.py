@@ -8,23 +8,10 @@ from promptlake.cli import main
 from promptlake.settings import store_url
 from storage.store import Filters, StoreError, open_store
 from storage.vectors import ModelMismatch
-from tasks import embed, index, load
-from tasks.fetch import run_shard as fetch_shard
+from tasks import index, load
 from tasks.plan import read_shard
 from tasks.search import SearchRequest, search
-from tests.conftest import make_shards
 from tests.fault_server import make_image
-
-
-@pytest.fixture
-def built(tmp_path, data, server, embed_settings):
-    s = embed_settings.model_copy(update={"data_dir": data.root})
-    shards = make_shards(tmp_path, data, server, 30, shard_size=12, bad_every=5)
-    for shard in shards:
-        fetch_shard(shard, data, s)
-        embed.run_shard(shard, data, s)
-        load.run_shard(shard, data, s)
-    return s, shards
 
 
 def test_loads_are_idempotent_and_counted(data, built):

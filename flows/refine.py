@@ -1,0 +1,55 @@
+"""The refine flow: an idea in, better prompts out; variants and neighbours as artifacts."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from flows.params import RefineParams
+from flows.results import hits_markdown, hits_rows, md_text, publish
+from tasks.refine import RefineRequest, RefineResult, refine_task
+from tasks.search import query_settings
+
+
+def refine_markdown(result: RefineResult) -> list[str]:
+    """The variants (with the neighbours each drew from), then the neighbours with thumbnails."""
+    rank = {h.id: i for i, h in enumerate(result.sources, 1)}
+    lines = [f"idea: **{md_text(result.idea)}** — refiner `{result.refiner}`", ""]
+    if result.exact:
+        lines += [f"exact prompt from the image's metadata: `{md_text(result.exact.prompt)}`", ""]
+    lines += ["## variants", "", "| # | prompt | CLIP tokens | drawn from |", "|---|---|---|---|"]
+    for i, v in enumerate(result.variants, 1):
+        named = ", ".join(f"#{rank[x]} `{x}`" for x in v.drawn_from) or "—"
+        lines.append(f"| {i} | {md_text(v.prompt)} | {v.tokens} | {named} |")
+    return [*lines, "", "## neighbours", "", *hits_markdown(result.sources)]
+
+
+@flow(name="refine", log_prints=True)
+def refine_flow(params: RefineParams) -> dict:
+    """Write ``n`` better prompts for an idea (or an image) from its ``k`` nearest prompts."""
+    settings = query_settings(params.data_dir, params.model, store_url=params.store_url)
+    req = RefineRequest(
+        idea=params.idea,
+        image=params.image,
+        n=params.n,
+        k=params.k,
+        llm=params.llm,
+        filters=params.filters(),
+    )
+    result = refine_task(req, settings)
+    rows = [
+        {
+            "variant": i,
+            "prompt": v.prompt,
+            "tokens": v.tokens,
+            "drawn_from": ", ".join(v.drawn_from),
+        }
+        for i, v in enumerate(result.variants, 1)
+    ]
+    publish("refine-results", "refine", refine_markdown(result), rows, result.idea)
+    create_table_artifact(
+        hits_rows(result.sources), key="refine-neighbours", description="neighbours drawn from"
+    )
+    for v in result.variants:
+        print(v.prompt)
+    return result.to_dict()

@@ -1,0 +1,26 @@
+"""The search flow: a form in the Prefect UI, results as artifacts with thumbnails."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow
+
+from flows.params import SearchParams
+from flows.results import hits_markdown, hits_rows, publish
+from tasks.search import SearchRequest, query_settings, search_task
+
+
+@flow(name="search", log_prints=True)
+def search_flow(params: SearchParams) -> list[dict]:
+    """Nearest prompts or images to a text and/or an image; an image alone asking for prompts
+    is a reverse search (its own A1111/ComfyUI metadata first)."""
+    settings = query_settings(params.data_dir, params.model, store_url=params.store_url)
+    req = SearchRequest(params.text, params.image, params.target, params.k, params.filters())
+    hits = search_task(req, settings, use_metadata=params.use_metadata)
+    query = " + ".join(x for x in (params.text, params.image and f"image {params.image}") if x)
+    lines = [f"**{query}** → {params.target}, k={params.k}", ""]
+    if hits and hits[0].origin.startswith("metadata:"):
+        lines.insert(1, f"exact prompt from the image's {hits[0].origin[9:]} metadata")
+    publish("search-results", "search", lines + hits_markdown(hits), hits_rows(hits), query)
+    return [asdict(h) for h in hits]

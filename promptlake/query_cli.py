@@ -1,0 +1,132 @@
+"""The query commands of ``promptlake``: ``search`` (and reverse search) and ``refine``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+DATA_DIR_HELP = "data directory (default: $PROMPTLAKE_DATA_DIR or ./data)"
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-site", help="only rows from this site")
+    p.add_argument("--min-width", type=int, help="only images at least this wide")
+    p.add_argument("--min-height", type=int, help="only images at least this tall")
+    p.add_argument("--origin", help="only rows of this origin (dataset, feedback)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--model", help="CLIP model (default: the one the store was built with)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``search`` and ``refine``."""
+    p = sub.add_parser("search", help="nearest prompts or images to a text and/or an image")
+    p.add_argument("text", nargs="?", help="what to look for")
+    p.add_argument(
+        "--image",
+        help="an image path or http(s) URL; alone, with --target prompts, a reverse search: "
+        "the prompt in the image's own metadata when it has one, else CLIP neighbours",
+    )
+    p.add_argument("--target", choices=["prompts", "images"], default="prompts")
+    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument(
+        "--no-metadata", action="store_true", help="reverse search by CLIP even with metadata"
+    )
+    _filter_args(p)
+    r = sub.add_parser("refine", help="better prompts for an idea, drawn from the nearest ones")
+    r.add_argument("idea", nargs="?", default="", help="a rough idea, e.g. 'a cat on a sofa'")
+    r.add_argument("--image", help="an image (path or URL) to refine from, or to add to the idea")
+    r.add_argument("-n", type=int, help="variants to write (default $PROMPTLAKE_REFINE_N or 3)")
+    r.add_argument("-k", type=int, help="neighbours to draw from (default 12)")
+    r.add_argument(
+        "--llm",
+        choices=["auto", "offline", "openai"],
+        default="auto",
+        help="offline: deterministic, from the neighbours' phrases; openai: an OpenAI-compatible "
+        "endpoint (PROMPTLAKE_LLM_BASE_URL); auto (default): openai when configured",
+    )
+    _filter_args(r)
+
+
+def query_settings(args: argparse.Namespace):
+    from tasks.search import query_settings
+
+    return query_settings(args.data_dir, args.model)
+
+
+def _filters(args: argparse.Namespace):
+    from storage.store import Filters
+
+    return Filters(args.source_site, args.min_width, args.min_height, args.origin)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tasks.search import SearchRequest, run
+
+    settings = query_settings(args)
+    req = SearchRequest(args.text, args.image, args.target, args.k, _filters(args))
+    hits = run(req, settings, use_metadata=not args.no_metadata)
+    if args.json:
+        print(json.dumps([asdict(h) for h in hits], indent=2))
+        return 0
+    if not hits:
+        print("no hits")
+    for rank, h in enumerate(hits, 1):
+        if h.origin.startswith("metadata:"):
+            print(format_exact(h.prompt, h.extra, h.origin.removeprefix("metadata:")))
+            continue
+        print(
+            f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
+        )
+        print(f"     {h.prompt[:160]}")
+        print(f"     {h.url}")
+    return 0
+
+
+def format_exact(prompt: str, extra: dict, tool: str) -> str:
+    """An exact prompt read from an image's metadata, for a terminal."""
+    lines = [f"exact prompt (from the image's {tool} metadata):", f"  {prompt}"]
+    if extra.get("negative_prompt"):
+        lines.append(f"  negative: {extra['negative_prompt']}")
+    if extra.get("settings"):
+        lines.append("  " + ", ".join(f"{k}: {v}" for k, v in extra["settings"].items()))
+    return "\n".join(lines)
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from storage.layout import DataDir
+    from tasks.refine import RefineRequest, refine
+
+    settings = query_settings(args)
+    req = RefineRequest(
+        idea=args.idea or "",
+        image=args.image,
+        n=args.n or settings.refine_n,
+        k=args.k or settings.refine_k,
+        llm=args.llm,
+        filters=_filters(args),
+    )
+    result = refine(req, DataDir(settings.data_dir), settings)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(format_refine(result))
+    return 0
+
+
+def format_refine(result) -> str:
+    """Variants with the neighbours each drew from, then the neighbours, for a terminal."""
+    rank = {h.id: i for i, h in enumerate(result.sources, 1)}
+    lines = []
+    if result.exact:
+        lines += [format_exact(result.exact.prompt, asdict(result.exact), result.exact.tool), ""]
+    lines.append(f"idea: {result.idea}  (refiner: {result.refiner})")
+    for i, v in enumerate(result.variants, 1):
+        lines.append(f"{i:3}. {v.prompt}")
+        named = ", ".join(f"#{rank[x]} {x}" for x in v.drawn_from) or "none"
+        lines.append(f"     {v.tokens} CLIP tokens; drawn from: {named}")
+    lines.append(f"\nneighbours ({len(result.sources)}):")
+    for i, h in enumerate(result.sources, 1):
+        lines.append(f"  #{i:<3} {max(h.distance, 0.0):.4f} {h.id}: {h.prompt[:140]}")
+    return "\n".join(lines)

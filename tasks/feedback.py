@@ -1,0 +1,191 @@
+"""feedback: weakly served searches and given ideas → refined prompts (and generated images),
+embedded and written back to the store with ``origin = 'feedback'`` and their lineage.
+
+Each input is one unit of work keyed by its normalised text: its rows carry the shard name
+``feedback-<key>`` (so a rerun replaces, never duplicates) and a marker
+``state/feedback/<key>.json`` records it as done (so a repeated run skips it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from PIL import Image
+from prefect import task
+
+from promptlake.settings import Settings, store_url
+from storage.layout import DataDir, atomic_path
+from storage.markers import Markers
+from storage.records import ShardStats
+from storage.store import open_store
+from storage.vectors import list_column
+from tasks.encoder import get_encoder
+from tasks.generate import GenerateOptions, make_generator
+from tasks.load import current_namespace
+from tasks.phrases import normalize
+from tasks.refine import RefineRequest, Variant, refine
+from tasks.search import image_vectors
+
+STAGE = "feedback"
+
+
+@dataclass(frozen=True)
+class FeedbackInput:
+    """An idea to improve the store for: a weak search's query, or an idea given by hand."""
+
+    text: str
+    trigger: str  # "search@<time>" (best distance) or "idea"
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(normalize(self.text).encode()).hexdigest()[:16]
+
+
+def pick_inputs(
+    data: DataDir, settings: Settings, *, ideas: list[str], limit: int, searches: bool = True
+) -> list[FeedbackInput]:
+    """Given ideas first, then recent weak searches; without those already done; at most
+    ``limit``."""
+    store = open_store(store_url(settings))
+    ns, model = current_namespace(data, settings)
+    store.ensure_schema(ns, int(model["dim"]))
+    weak = (
+        store.weak_searches(
+            since_hours=settings.feedback_since_hours,
+            min_distance=settings.feedback_min_distance,
+            limit=max(limit * 4, 50),
+        )
+        if searches
+        else []
+    )
+    candidates = [FeedbackInput(i.strip(), "idea") for i in ideas if i and i.strip()]
+    for query, best, at in weak:
+        shown = "none" if best is None else f"{best:.3f}"
+        candidates.append(FeedbackInput(query, f"search@{at} best={shown}"))
+    markers, seen, out = Markers(data, STAGE), set(), []
+    for inp in candidates:
+        if inp.key in seen or markers.done(inp.key):
+            continue
+        seen.add(inp.key)
+        out.append(inp)
+    return out[:limit]
+
+
+@dataclass(frozen=True)
+class FeedbackOptions:
+    """Per input: variants to write, neighbours to draw from, the refiner, whether to draw."""
+
+    n: int = 3
+    k: int = 12
+    llm: str = "auto"
+    generate: bool = False
+
+
+def run_input(
+    inp: FeedbackInput, data: DataDir, settings: Settings, opts: FeedbackOptions
+) -> ShardStats:
+    """Refine one input, embed the variants (and generated images) and write them back."""
+    markers = Markers(data, STAGE)
+    if markers.done(inp.key):
+        return markers.read(inp.key)
+    start = time.perf_counter()
+    store, shard = open_store(store_url(settings)), f"{STAGE}-{inp.key}"
+    ns, model = current_namespace(data, settings)
+    store.ensure_schema(ns, int(model["dim"]))
+    for table in ("prompts", "images"):  # a retry must not draw on its own earlier rows
+        store.load_shard(table, shard, pa.table({}))
+    result = refine(
+        RefineRequest(idea=inp.text, n=opts.n, k=opts.k, llm=opts.llm, log=False), data, settings
+    )
+    enc = get_encoder(settings.clip_model, settings.device, settings.precision)
+    ids = [
+        f"fb-{hashlib.sha256((inp.key + v.prompt).encode()).hexdigest()[:16]}"
+        for v in result.variants
+    ]
+    images = _generate(result.variants, ids, data, settings) if opts.generate else {}
+    prompts = _rows(inp, result.variants, ids, images, ns)
+    prompts = prompts.append_column(
+        "prompt_vector", list_column(enc.encode_text([v.prompt for v in result.variants])[0])
+    )
+    store.load_shard("prompts", shard, prompts)
+    store.load_shard("images", shard, _image_rows(prompts, images, enc, settings))
+    stats = ShardStats(
+        STAGE,
+        inp.key,
+        rows=len(ids),
+        ok=len(ids),
+        by_status={"prompts": len(ids), "images": len(images)},
+        seconds=round(time.perf_counter() - start, 3),
+        extra={"input": inp.text, "trigger": inp.trigger, "refiner": result.refiner, "ids": ids},
+    )
+    markers.write(stats)
+    return stats
+
+
+def _generate(
+    variants: list[Variant], ids: list[str], data: DataDir, settings: Settings
+) -> dict[str, tuple[Path, bytes]]:
+    """One image per variant, kept as a PNG (prompt in its metadata) under feedback/images/."""
+    if not settings.generator:
+        raise ValueError("generate needs a generator: set PROMPTLAKE_GENERATOR")
+    options = GenerateOptions(
+        settings.generator_steps, settings.generator_width, settings.generator_height
+    )
+    gen = make_generator(settings.generator, options, settings.device)
+    out = {}
+    for v, rid in zip(variants, ids, strict=True):
+        seed = int(rid[3:11], 16)  # from the id: a rerun draws the same image
+        png = gen.generate(v.prompt, negative=settings.feedback_negative, seed=seed)
+        path = data.root / "feedback" / "images" / f"{rid}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+        out[rid] = (path, png)
+    return out
+
+
+def _rows(
+    inp: FeedbackInput,
+    variants: list[Variant],
+    ids: list[str],
+    images: dict[str, tuple[Path, bytes]],
+    ns: str,
+) -> pa.Table:
+    sizes = {rid: Image.open(io.BytesIO(png)).size for rid, (_, png) in images.items()}
+    n = len(ids)
+    return pa.table(
+        {
+            "id": ids,
+            "prompt": [v.prompt for v in variants],
+            "url": [images[i][0].resolve().as_uri() if i in images else "" for i in ids],
+            "width": pa.array([sizes.get(i, (0, 0))[0] for i in ids], pa.uint32()),
+            "height": pa.array([sizes.get(i, (0, 0))[1] for i in ids], pa.uint32()),
+            "source_site": ["feedback"] * n,
+            "origin": ["feedback"] * n,
+            "parent_ids": [v.drawn_from for v in variants],
+            "trigger": [f"{inp.trigger}: {inp.text}"[:2000]] * n,
+            "shard": [f"{STAGE}-{inp.key}"] * n,
+            "model": [ns] * n,
+        }
+    )
+
+
+def _image_rows(prompts: pa.Table, images: dict, enc, settings: Settings) -> pa.Table:
+    """The ``images`` rows of the variants that got an image (none without a generator)."""
+    keep = [i for i, rid in enumerate(prompts["id"].to_pylist()) if rid in images]
+    picked = prompts.take(pa.array(keep, pa.int64())).drop_columns(["prompt_vector"])
+    bodies = [images[rid][1] for rid in picked["id"].to_pylist()]
+    return picked.append_column("image_vector", list_column(image_vectors(bodies, enc, settings)))
+
+
+@task(name=STAGE)
+def feedback_task(
+    inp: FeedbackInput, data_dir: str, settings: Settings, opts: FeedbackOptions
+) -> ShardStats:
+    """Prefect task: one input (in the flow's process: chDB is single-process)."""
+    with Markers(DataDir(data_dir), STAGE).recording(inp.key):
+        return run_input(inp, DataDir(data_dir), settings, opts)

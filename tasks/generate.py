@@ -1,0 +1,167 @@
+"""generate: an image per prompt, through a pluggable generator chosen by URL.
+
+``a1111+http://host:7860`` — AUTOMATIC1111's ``/sdapi/v1/txt2img`` HTTP API (also Forge/SD.Next);
+``diffusers:<hub name or local dir>`` — a diffusers text-to-image pipeline in this process.
+Every image is returned as PNG bytes carrying its prompt in A1111's ``parameters`` chunk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import requests
+from PIL import Image, UnidentifiedImageError
+
+from tasks.llm import LLMError, post_with_retries
+from tasks.metadata import ImageMeta, read_metadata, save_with_metadata
+
+
+class GenerateError(RuntimeError):
+    """The generator is misconfigured or failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    steps: int = 20
+    width: int = 512
+    height: int = 512
+    cfg_scale: float = 7.0
+    timeout: float = 300.0
+    retries: int = 2
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, prompt: str, *, negative: str, seed: int) -> bytes: ...
+
+
+class A1111Generator:
+    """AUTOMATIC1111's web UI API (started with ``--api``)."""
+
+    def __init__(self, base_url: str, options: GenerateOptions) -> None:
+        self.base_url, self.options = base_url.rstrip("/"), options
+        self.name = f"a1111:{self.base_url}"
+        self.session = requests.Session()
+
+    def generate(self, prompt: str, *, negative: str, seed: int) -> bytes:
+        o = self.options
+        body = {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "seed": seed,
+            "steps": o.steps,
+            "width": o.width,
+            "height": o.height,
+            "cfg_scale": o.cfg_scale,
+            "batch_size": 1,
+            "n_iter": 1,
+        }
+        url = f"{self.base_url}/sdapi/v1/txt2img"
+        try:
+            reply = post_with_retries(
+                self.session,
+                url,
+                body=body,
+                headers={},
+                timeout=o.timeout,
+                retries=o.retries,
+                backoff=(1.0, 30.0),
+            )
+        except LLMError as exc:
+            raise GenerateError(f"A1111 generator: {exc}") from None
+        if reply.status_code != 200:
+            raise GenerateError(
+                f"A1111 generator at {url} answered HTTP {reply.status_code}: {reply.text[:300]}"
+                + (" (is the web UI started with --api?)" if reply.status_code == 404 else "")
+            )
+        try:
+            png = base64.b64decode(reply.json()["images"][0])
+            img = Image.open(io.BytesIO(png))
+            img.load()
+        except (
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            binascii.Error,
+            UnidentifiedImageError,
+            OSError,
+        ) as exc:
+            raise GenerateError(f"A1111 generator at {url} sent no readable image: {exc}") from None
+        if read_metadata(png) is not None:
+            return png  # the web UI embeds its own parameters (sampler, model hash…)
+        settings = {"Steps": str(o.steps), "Seed": str(seed), "Size": f"{o.width}x{o.height}"}
+        return save_with_metadata(img, ImageMeta(prompt, negative, settings))
+
+
+class DiffusersGenerator:
+    """A diffusers text-to-image pipeline, built once per process (``pip install diffusers``)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, model: str, options: GenerateOptions, device: str = "auto") -> None:
+        from tasks.encoder import pick_device
+
+        self.model, self.options = model, options
+        self.device = pick_device(device)
+        self.name = f"diffusers:{model}"
+        self._pipe = None
+
+    def pipeline(self):
+        with self._lock:
+            if self._pipe is None:
+                try:
+                    import torch
+                    from diffusers import AutoPipelineForText2Image
+                except ImportError:
+                    raise GenerateError(
+                        "the diffusers generator needs diffusers: pip install diffusers"
+                    ) from None
+                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+                pipe = AutoPipelineForText2Image.from_pretrained(self.model, torch_dtype=dtype)
+                pipe.set_progress_bar_config(disable=True)
+                self._pipe = pipe.to(self.device)
+            return self._pipe
+
+    def generate(self, prompt: str, *, negative: str, seed: int) -> bytes:
+        import torch
+
+        o = self.options
+        pipe = self.pipeline()
+        img = pipe(
+            prompt,
+            negative_prompt=negative or None,
+            num_inference_steps=o.steps,
+            guidance_scale=o.cfg_scale,
+            width=o.width,
+            height=o.height,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
+        settings = {
+            "Steps": str(o.steps),
+            "CFG scale": str(o.cfg_scale),
+            "Seed": str(seed),
+            "Size": f"{o.width}x{o.height}",
+            "Model": self.model,
+        }
+        return save_with_metadata(img, ImageMeta(prompt, negative, settings))
+
+
+def make_generator(url: str | None, options: GenerateOptions, device: str = "auto"):
+    """The generator a URL names, or None when it is empty (no images are generated)."""
+    if not url:
+        return None
+    if url.startswith(("a1111+http://", "a1111+https://")):
+        return A1111Generator(url.removeprefix("a1111+"), options)
+    if url.startswith("diffusers:") and len(url) > len("diffusers:"):
+        return DiffusersGenerator(url.removeprefix("diffusers:"), options, device)
+    raise GenerateError(
+        f"unknown generator {url!r}: use a1111+http://host:7860 (AUTOMATIC1111 API) or "
+        "diffusers:<model name or directory>"
+    )

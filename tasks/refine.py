@@ -1,0 +1,233 @@
+"""refine: a rough idea (or an image) in, better prompts out, grounded in the store's neighbours.
+
+Two refiners behind one Protocol: ``offline`` (deterministic; the default without an LLM) and
+``openai`` (any OpenAI-compatible chat-completions endpoint). Both keep every variant within the
+CLIP model's token budget and name the retrieved prompts each variant drew from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from prefect import task
+
+from promptlake.settings import Settings
+from storage.layout import DataDir
+from storage.store import Filters, Hit, StoreError
+from tasks.encoder import get_encoder
+from tasks.llm import ChatClient, ChatConfig, LLMError
+from tasks.metadata import ImageMeta
+from tasks.phrases import TokenBudget, normalize, split_phrases
+from tasks.search import SearchRequest, read_image_metadata, search
+
+MAX_MODIFIERS = 10
+
+
+@dataclass
+class RefineRequest:
+    """What to refine: an idea, an image, or both."""
+
+    idea: str = ""
+    image: str | None = None
+    n: int = 3
+    k: int = 12
+    llm: Literal["auto", "offline", "openai"] = "auto"
+    filters: Filters = field(default_factory=Filters)
+    log: bool = True  # log the retrieval in the searches table
+
+    def validate(self) -> None:
+        if not self.idea.strip() and not self.image:
+            raise StoreError("give an idea, an --image, or both")
+        if not 1 <= self.n <= 20:
+            raise StoreError(f"n (variants) must be between 1 and 20, got {self.n}")
+        if not 1 <= self.k <= 200:
+            raise StoreError(f"k (neighbours) must be between 1 and 200, got {self.k}")
+        if self.llm not in ("auto", "offline", "openai"):
+            raise StoreError(f"llm must be auto, offline or openai, not {self.llm!r}")
+
+
+@dataclass
+class Variant:
+    """One refined prompt, its CLIP token count, and the neighbours it drew from."""
+
+    prompt: str
+    tokens: int
+    drawn_from: list[str]
+
+
+@dataclass
+class RefineResult:
+    idea: str
+    refiner: str
+    variants: list[Variant]
+    sources: list[Hit]
+    exact: ImageMeta | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Refiner(Protocol):
+    name: str
+
+    def variants(self, idea: str, hits: list[Hit], n: int) -> list[str]: ...
+
+
+class OfflineRefiner:
+    """Keeps the idea's subject and adds the modifier phrases that recur most among the nearest
+    prompts, weighted by similarity. Variant 1 is the consensus; each further variant leads with
+    one neighbour's own modifiers (nearest first), then the consensus."""
+
+    name = "offline"
+
+    def __init__(self, budget: TokenBudget, most: int = MAX_MODIFIERS) -> None:
+        self.budget, self.most = budget, most
+
+    def variants(self, idea: str, hits: list[Hit], n: int) -> list[str]:
+        if not self.budget.fits(idea.strip()):  # the idea alone fills CLIP's window
+            return [self.budget.cut(idea.strip())]
+        have = set(split_phrases(idea))
+        ranked = self.ranked(hits, exclude=have, idea=idea)
+        leads = [[]] + [[p for p in ranked if p in set(split_phrases(h.prompt)[1:])] for h in hits]
+        out: list[str] = []
+        for lead in leads:
+            order = lead + [p for p in ranked if p not in lead]
+            text, _ = self.budget.extend(idea.strip(), order, most=self.most)
+            if text not in out:
+                out.append(text)
+            if len(out) == n:
+                break
+        return out
+
+    @staticmethod
+    def ranked(hits: list[Hit], *, exclude: set[str], idea: str = "") -> list[str]:
+        """Modifier phrases by summed similarity of the neighbours using them; ties go to the
+        phrase more neighbours use, then by name."""
+        scores: dict[str, float] = {}
+        uses: dict[str, int] = {}
+        lowered = idea.lower()
+        for hit in hits:
+            weight = max(0.0, 1.0 - hit.distance)  # cosine distance: 0 is identical
+            for phrase in split_phrases(hit.prompt)[1:]:  # the first phrase is its subject
+                if phrase not in exclude and phrase not in lowered:
+                    scores[phrase] = scores.get(phrase, 0.0) + weight
+                    uses[phrase] = uses.get(phrase, 0) + 1
+        return sorted(scores, key=lambda p: (-round(scores[p], 6), -uses[p], p))
+
+
+SYSTEM = """You improve prompts for Stable Diffusion image generation.
+Here are prompts from a collection of images that turned out well, nearest to the user's idea:
+{examples}
+
+Rewrite the user's idea into {n} distinct, better prompts. Keep the idea's subject first, then add
+comma-separated style, medium, lighting, artist and quality phrases in the manner of the examples.
+Each prompt must stay under {words} words. Reply with only a JSON array of {n} strings."""
+
+
+class ChatRefiner:
+    """Asks an OpenAI-compatible chat model, with the neighbours as examples."""
+
+    def __init__(self, client: ChatClient, budget: TokenBudget) -> None:
+        self.client, self.budget = client, budget
+        self.name = f"openai:{client.config.model}"
+
+    def variants(self, idea: str, hits: list[Hit], n: int) -> list[str]:
+        examples = "\n".join(f"- {h.prompt.strip()}" for h in hits) or "- (none)"
+        messages = [
+            {
+                "role": "system",
+                "content": SYSTEM.format(examples=examples, n=n, words=self.budget.limit * 2 // 3),
+            },
+            {"role": "user", "content": idea.strip()},
+        ]
+        reply = self.client.complete(messages)
+        out: list[str] = []
+        for text in parse_variants(reply):
+            fitted = self.budget.fit_phrases(text)
+            if fitted and fitted not in out:
+                out.append(fitted)
+        if not out:
+            raise LLMError(f"the LLM reply held no prompts: {reply[:300]!r}")
+        return out[:n]
+
+
+def parse_variants(reply: str) -> list[str]:
+    """Prompts from a model's reply: a JSON array (or {"prompts": [...]}), else one per line."""
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", reply.strip())
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        data = data.get("prompts") or data.get("variants")
+    if isinstance(data, list):
+        return [str(x).strip() for x in data if isinstance(x, str) and x.strip()]
+    lines = [
+        re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip().strip('"')
+        for line in text.splitlines()
+    ]
+    return [line for line in lines if line and not line.endswith(":")]
+
+
+def drawn_from(prompt: str, hits: list[Hit]) -> list[str]:
+    """The neighbours that share at least one modifier phrase with ``prompt``."""
+    mine = set(split_phrases(prompt)[1:]) | {normalize(prompt)}
+    return [h.id for h in hits if mine & set(split_phrases(h.prompt)[1:])]
+
+
+def make_refiner(choice: str, settings: Settings, budget: TokenBudget) -> Refiner:
+    """``offline``, ``openai``, or ``auto`` (openai when an LLM base URL is configured)."""
+    if choice == "auto":
+        choice = "openai" if settings.llm_base_url else "offline"
+    if choice == "offline":
+        return OfflineRefiner(budget)
+    if not settings.llm_base_url:
+        raise LLMError(
+            "--llm openai needs an endpoint: set PROMPTLAKE_LLM_BASE_URL (e.g. "
+            "https://api.openai.com/v1 or http://localhost:11434/v1 for Ollama), "
+            "PROMPTLAKE_LLM_MODEL and, if it needs one, PROMPTLAKE_LLM_API_KEY"
+        )
+    return ChatRefiner(ChatClient(chat_config(settings)), budget)
+
+
+def chat_config(settings: Settings) -> ChatConfig:
+    return ChatConfig(
+        base_url=settings.llm_base_url or "",
+        model=settings.llm_model,
+        api_key=settings.llm_api_key.get_secret_value(),
+        timeout=settings.llm_timeout,
+        retries=settings.llm_retries,
+        backoff_base=settings.llm_backoff_base,
+        temperature=settings.llm_temperature,
+    )
+
+
+def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResult:
+    """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them. An
+    image carrying its generation prompt lends that prompt as the idea when none is given."""
+    req.validate()
+    exact = read_image_metadata(req.image, settings) if req.image else None
+    idea = req.idea.strip() or (exact.prompt if exact else "")
+    enc = get_encoder(settings.clip_model, settings.device, settings.precision)
+    budget = TokenBudget.of(enc.tokenizer, enc.info.max_tokens)
+    refiner = make_refiner(req.llm, settings, budget)
+    query = SearchRequest(
+        text=idea or None, image=req.image, k=req.k, filters=req.filters, log=req.log
+    )
+    hits = search(query, data, settings)
+    if not idea:  # an image alone: its nearest prompt's subject stands in for the idea
+        idea = split_phrases(hits[0].prompt)[0] if hits else ""
+    if not idea:
+        raise StoreError("the store has no prompts near this image, and no idea was given")
+    texts = refiner.variants(idea, hits, req.n)
+    variants = [Variant(t, budget.count(t), drawn_from(t, hits)) for t in texts]
+    return RefineResult(idea, refiner.name, variants, hits, exact)
+
+
+@task(name="refine")
+def refine_task(req: RefineRequest, settings: Settings) -> RefineResult:
+    """Prefect task: one refine (LLM errors are not retried blindly: the client retried)."""
+    return refine(req, DataDir(settings.data_dir), settings)

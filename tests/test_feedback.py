@@ -1,0 +1,107 @@
+"""The feedback flow: weak searches and ideas → refined prompts (and A1111-generated images)
+written back with lineage; a repeated or retried run adds nothing twice."""
+
+from pathlib import Path
+
+import pytest
+
+from flows.feedback import feedback_flow
+from flows.params import FeedbackParams
+from promptlake.settings import store_url
+from storage.layout import DataDir
+from storage.markers import Markers
+from storage.store import Filters, open_store
+from tasks.feedback import STAGE, pick_inputs
+from tasks.metadata import read_metadata
+from tasks.plan import read_shard
+from tasks.search import SearchRequest, search
+from tests.api_servers import A1111Server
+from tests.conftest import artifacts_of
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+IDEA = "a cat sleeping on the sofa"
+NOVEL = "an origami crane on a glass table"
+
+
+def counts(s):
+    q = "SELECT origin, count() FROM promptlake.{} GROUP BY origin"
+    store = open_store(store_url(s))
+    return {t: dict(store.client.query(q.format(t)).result_rows) for t in ("prompts", "images")}
+
+
+def weak_threshold(data, s, shard):
+    """Log a search served perfectly and one that is not; return a threshold between them."""
+    known = read_shard(data, shard)["prompt"][0].as_py()
+    search(SearchRequest(text=known), data, s)
+    best = search(SearchRequest(text=NOVEL), data, s)[0].distance
+    assert best > 0.01  # the novel query has no exact match
+    return best / 2
+
+
+def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
+    s, shards = built
+    data = DataDir(s.data_dir)
+    monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
+    with A1111Server() as sd:
+        s = s.model_copy(
+            update={
+                "feedback_min_distance": weak_threshold(data, s, shards[0]),
+                "generator": f"a1111+{sd.base_url}",
+                "generator_width": 96,
+                "generator_height": 64,
+            }
+        )
+        monkeypatch.setattr("flows.feedback.query_settings", lambda *a, **kw: s)
+        assert [i.text for i in pick_inputs(data, s, ideas=[IDEA], limit=5)] == [IDEA, NOVEL]
+        params = FeedbackParams(
+            data_dir=str(data.root),
+            ideas=[IDEA, IDEA.upper()],
+            n=2,
+            k=6,
+            llm="offline",
+            generate=True,
+        )
+        state = feedback_flow(params, return_state=True)
+        done = state.result()
+        assert len(done) == 2 and len(sd.requests) == 4  # two inputs (dedup'd), two variants
+        assert sd.requests[0]["json"]["negative_prompt"] == s.feedback_negative
+        assert counts(s) == {
+            "prompts": {"dataset": 30, "feedback": 4},
+            "images": {"dataset": 24, "feedback": 4},
+        }
+        report = next(
+            a for a in artifacts_of(state.state_details.flow_run_id) if a.key == "feedback-report"
+        )
+        assert "2 inputs, 4 prompts and 4 images" in report.data
+        # run again: every input is done, nothing is generated or added
+        assert feedback_flow(params) == [] and len(sd.requests) == 4
+        assert counts(s)["prompts"]["feedback"] == 4
+        # a retry after a crash between the store write and the marker replaces, never doubles
+        Markers(data, STAGE).path(done[0].shard).unlink()
+        feedback_flow(params)
+        assert counts(s)["prompts"]["feedback"] == 4 and len(sd.requests) == 6
+
+    store = open_store(store_url(s))
+    logged = store.client.query("SELECT count() FROM promptlake.searches").result_rows[0][0]
+    variant = done[0].extra["input"]
+    rows = store.client.query(
+        "SELECT id, prompt, url, parent_ids, trigger FROM promptlake.prompts "
+        "WHERE origin = 'feedback' ORDER BY id"
+    ).result_rows
+    known_ids = {f"e{i}" for i in range(30)} | {r[0] for r in rows}  # feedback may draw on feedback
+    for _rid, prompt, url, parents, trigger in rows:
+        assert parents and set(parents) <= known_ids
+        assert trigger.startswith(("idea: ", "search@"))
+        meta = read_metadata(Path(url.removeprefix("file://")).read_bytes())
+        assert meta.prompt == prompt and meta.negative_prompt == s.feedback_negative
+    assert any(t == f"idea: {variant}" for *_, t in rows if variant == IDEA)
+    # feedback rows are searchable, with their lineage
+    rid, prompt, *_ = rows[0]
+    hit = search(SearchRequest(text=prompt, k=1, filters=Filters(origin="feedback")), data, s)[0]
+    assert hit.id == rid and hit.extra["parent_ids"] == list(rows[0][3])
+    assert hit.extra["trigger"] == rows[0][4]
+    img = search(
+        SearchRequest(image=rows[0][2].removeprefix("file://"), target="images", k=1), data, s
+    )[0]
+    assert img.id == rid and img.origin == "feedback"
+    assert logged == 2  # the feedback's own retrievals are not logged as searches

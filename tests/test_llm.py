@@ -1,0 +1,101 @@
+"""The OpenAI-compatible chat client against a loopback server that speaks the protocol."""
+
+import json
+
+import pytest
+
+from tasks.llm import ChatClient, ChatConfig, LLMError
+from tasks.refine import parse_variants
+from tests.api_servers import ChatServer, completion
+
+KEY = "sk-test-5ecret-key"
+
+
+@pytest.fixture
+def chat():
+    with ChatServer() as srv:
+        yield srv
+
+
+def client(srv: ChatServer, **kw) -> ChatClient:
+    cfg = {"base_url": srv.base_url, "model": "tiny-llm", "api_key": KEY, "backoff_base": 0.01}
+    return ChatClient(ChatConfig(**{**cfg, **kw}))
+
+
+MESSAGES = [
+    {"role": "system", "content": "examples:\n- a fox, watercolor"},
+    {"role": "user", "content": "a cat"},
+]
+
+
+def test_request_body_and_auth_header(chat):
+    reply = client(chat, temperature=0.3).complete(MESSAGES)
+    assert json.loads(reply) == ["a cat, watercolor, highly detailed"]
+    (req,) = chat.requests
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert req["json"]["model"] == "tiny-llm" and req["json"]["messages"] == MESSAGES
+    assert req["json"]["temperature"] == 0.3 and req["json"]["max_tokens"] > 0
+
+
+def test_no_key_sends_no_auth_header(chat):
+    client(chat, api_key="").complete(MESSAGES)
+    assert "Authorization" not in chat.requests[0]["headers"]
+
+
+def test_retries_429_and_5xx_then_succeeds(chat):
+    chat.script = [
+        (429, {"error": "slow down"}, {"Retry-After": "0"}),
+        (500, "oops", {}),
+        (503, "busy", {}),
+        (200, completion('["ok"]'), {}),
+    ]
+    assert client(chat, retries=3).complete(MESSAGES) == '["ok"]'
+    assert len(chat.requests) == 4
+
+
+def test_gives_up_after_retries_without_leaking_the_key(chat):
+    chat.script = [(503, f"busy; you sent Bearer {KEY}", {})] * 3
+    with pytest.raises(LLMError, match="answered HTTP 503") as err:
+        client(chat, retries=2).complete(MESSAGES)
+    assert len(chat.requests) == 3 and KEY not in str(err.value) and "***" in str(err.value)
+
+
+def test_auth_failure_is_not_retried_and_says_what_to_check(chat):
+    chat.script = [(401, {"error": {"message": f"bad key {KEY}"}}, {})]
+    with pytest.raises(LLMError, match="PROMPTLAKE_LLM_API_KEY") as err:
+        client(chat).complete(MESSAGES)
+    assert len(chat.requests) == 1 and KEY not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": []},
+        {"result": "hi"},
+        {"choices": [{"message": {"role": "assistant"}}]},
+        "<html>proxy error</html>",
+    ],
+)
+def test_malformed_reply_is_a_clear_error(chat, body):
+    chat.script = [(200, body, {})]
+    with pytest.raises(LLMError, match="not a chat completion"):
+        client(chat).complete(MESSAGES)
+
+
+def test_unreachable_endpoint_and_bad_config():
+    cfg = ChatConfig(base_url="http://127.0.0.1:9/v1", model="m", retries=1, backoff_base=0.01)
+    with pytest.raises(LLMError, match="failed"):
+        ChatClient(cfg).complete(MESSAGES)
+    with pytest.raises(LLMError, match="must start with http"):
+        ChatConfig(base_url="localhost:11434", model="m")
+    with pytest.raises(LLMError, match="PROMPTLAKE_LLM_MODEL"):
+        ChatConfig(base_url="http://x/v1", model="")
+
+
+def test_parse_variants_accepts_common_reply_shapes():
+    assert parse_variants('["a", "b"]') == ["a", "b"]
+    assert parse_variants('```json\n{"prompts": ["a, b", "c"]}\n```') == ["a, b", "c"]
+    text = 'Here are 2 prompts:\n1. "a cat, oil painting"\n2) a cat, watercolor\n'
+    assert parse_variants(text) == ["a cat, oil painting", "a cat, watercolor"]
+    assert parse_variants("- one\n* two\n") == ["one", "two"]
