@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format bench-fetch bench-embed bench-search clean
+.PHONY: install test lint format demo bench-fetch bench-embed bench-search clean
 
 install: $(VENV)/.installed
 
@@ -36,8 +36,12 @@ format: install
 bench-fetch: install .venv-bench/.installed
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) benchmarks/fetch.py $(BENCH_ARGS)
 
+# the main job on a sample dataset made here: ingest, searches, refine, feedback (offline-safe)
+demo: install
+	$(PY) -m promptlake.demo $(DEMO_ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache demo
 
 bench-embed: install
 	$(PY) benchmarks/embed.py $(BENCH_ARGS)

@@ -11,7 +11,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.params import IngestParams
+from flows.params import IngestParams, ResumeParams
 from flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
 from promptlake.settings import Settings, get_settings
 from storage.records import PlanManifest, SourceInfo
@@ -87,6 +87,7 @@ def ingest(params: IngestParams) -> IngestSummary:
     """Ingest a prompt dataset into the data dir, up to ``params.until``; safe to rerun."""
     settings = _settings(params)
     data_dir = str(settings.data_dir)
+    params.model_copy(update={"data_dir": str(settings.data_dir.resolve())}).record()
     summary = IngestSummary(source=download_task(params.source, data_dir))
     if params.runs("plan"):
         summary.plan = plan_task(
@@ -141,3 +142,14 @@ def _report(summary: IngestSummary, params: IngestParams) -> None:
     create_markdown_artifact("\n".join(md), key="ingest-report", description="Ingest summary")
     publish_summary(summary.stages, key="ingest-shards")
     get_run_logger().info("\n".join(md))
+
+
+@flow(name="resume", log_prints=True)
+def resume(params: ResumeParams) -> IngestSummary:
+    """Rerun the failed and missing shards of a data dir with its last ingest's parameters
+    (finished shards are skipped by their markers)."""
+    saved = IngestParams.recorded(params.data_dir)
+    update = {"retry_failed": params.retry_failed, "force": False, "progress": params.progress}
+    if params.runner:
+        update["runner"] = params.runner
+    return ingest(saved.model_copy(update=update))

@@ -7,11 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from storage.layout import read_json, write_json
 from storage.records import STAGES
 from storage.store import Filters
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
+
+
+def recorded_path(data_dir: str) -> Path:
+    return Path(data_dir) / "state" / "ingest.json"
 
 
 class IngestParams(BaseModel):
@@ -46,6 +51,25 @@ class IngestParams(BaseModel):
     fetch_workers: int | None = Field(None, ge=1, le=512, description="HTTP threads per shard.")
     allow_file_urls: bool | None = Field(None, description="Allow file:// image URLs.")
     progress: bool = Field(False, description="Show tqdm bars (for terminals).")
+
+    def record(self) -> None:
+        """Remember these parameters in the data dir, for ``resume``."""
+        update = {"force": False, "retry_failed": False, "progress": False}
+        if Path(self.source).expanduser().exists():  # a deployment may run in another directory
+            update["source"] = str(Path(self.source).expanduser().resolve())
+        saved = self.model_copy(update=update)
+        write_json(recorded_path(self.data_dir), saved.model_dump(mode="json"))
+
+    @classmethod
+    def recorded(cls, data_dir: str) -> IngestParams:
+        """The parameters of the last ingest into ``data_dir``."""
+        path = recorded_path(data_dir)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no ingest was started in {data_dir} ({path} is missing): run "
+                "`promptlake ingest SOURCE --data-dir DIR` first"
+            )
+        return cls.model_validate(read_json(path))
 
     @property
     def image_folder(self) -> bool:
@@ -118,3 +142,14 @@ class FeedbackParams(BaseModel):
     )
     model: str | None = Field(None, description="CLIP model; default: the one of the store.")
     store_url: str | None = Field(None, description="Store URL; default: <data_dir>/store.")
+
+
+class ResumeParams(BaseModel):
+    """Rerun what is failed or missing in a data dir, with the parameters of its last ingest."""
+
+    data_dir: str = Field("./data", description="Data directory of the ingest to resume.")
+    retry_failed: bool = Field(False, description="Also re-fetch failed rows of done shards.")
+    runner: Literal["thread", "process", "dask"] | None = Field(
+        None, description="Override the runner of the recorded ingest."
+    )
+    progress: bool = Field(False, description="Show tqdm bars (for terminals).")

@@ -72,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_parser(sub)
     _ingest_images_parser(sub)
     query_cli.add_parsers(sub)
+    rs = sub.add_parser("resume", help="rerun the failed and missing shards of a data dir")
+    rs.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    rs.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows too")
+    rs.add_argument("--runner", choices=["thread", "process", "dask"], help="override the runner")
+    fb = sub.add_parser("feedback", help="refine weak searches and ideas back into the store")
+    fb.add_argument("ideas", nargs="*", help="ideas to improve the store for")
+    fb.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    fb.add_argument("--no-searches", action="store_true", help="only the given ideas")
+    fb.add_argument("--max-inputs", type=int, help="inputs this run (default 20)")
+    fb.add_argument("-n", type=int, default=3, help="variants per input (default 3)")
+    fb.add_argument("--llm", choices=["auto", "offline", "openai"], default="auto")
+    fb.add_argument("--generate", action="store_true", help="an image per variant (GENERATOR)")
+    sv = sub.add_parser("serve", help="serve the deployments (ingest, resume, feedback, …)")
+    sv.add_argument("--feedback-cron", help="feedback schedule (default $PROMPTLAKE_FEEDBACK_CRON)")
+    sv.add_argument("--data-dir", help="data dir the deployments default to")
     st = sub.add_parser("status", help="what a data directory holds, per stage")
     st.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -146,6 +161,64 @@ def prefect_api() -> Iterator[None]:
         server.stop()
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from flows.ingest import ShardsFailed, resume
+    from flows.params import ResumeParams
+    from promptlake.settings import get_settings
+
+    data_dir = str(get_settings(data_dir=args.data_dir).data_dir)
+    params = ResumeParams(
+        data_dir=data_dir,
+        retry_failed=args.retry_failed,
+        runner=args.runner,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        with prefect_api():
+            resume(params)
+    except ShardsFailed as exc:
+        print(f"promptlake: {exc}", file=sys.stderr)
+        return 1
+    return cmd_status(argparse.Namespace(data_dir=data_dir, json=False))
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from flows.feedback import FeedbackFailed, feedback_flow
+    from flows.params import FeedbackParams
+    from promptlake.settings import get_settings
+
+    params = FeedbackParams(
+        data_dir=str(get_settings(data_dir=args.data_dir).data_dir),
+        ideas=args.ideas,
+        use_searches=not args.no_searches,
+        max_inputs=args.max_inputs,
+        n=args.n,
+        llm=args.llm,
+        generate=args.generate,
+    )
+    try:
+        with prefect_api():
+            done = feedback_flow(params)
+    except FeedbackFailed as exc:
+        print(f"promptlake: {exc}", file=sys.stderr)
+        return 1
+    for st in done:
+        print(f"{st.extra['input']}  ({st.extra['trigger']}, {st.extra['refiner']})")
+        for rid, prompt in zip(st.extra["ids"], st.extra.get("prompts", []), strict=False):
+            print(f"  + {rid}  {prompt}")
+    print(f"feedback: {len(done)} inputs, {sum(st.rows for st in done)} prompts written back")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.serve import serve_all
+    from promptlake.settings import get_settings
+
+    settings = get_settings(data_dir=args.data_dir, feedback_cron=args.feedback_cron)
+    serve_all(settings)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from promptlake.settings import get_settings
     from storage.layout import DataDir
@@ -168,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         "ingest-images": cmd_ingest,
         "search": query_cli.cmd_search,
         "refine": query_cli.cmd_refine,
+        "resume": cmd_resume,
+        "serve": cmd_serve,
+        "feedback": cmd_feedback,
         "status": cmd_status,
     }[args.command]
     try:

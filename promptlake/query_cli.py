@@ -80,7 +80,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
         )
         print(f"     {h.prompt[:160]}")
-        print(f"     {h.url}")
+        if h.url:
+            print(f"     {h.url}")
+        if h.extra.get("trigger"):
+            parents = ", ".join(h.extra.get("parent_ids", [])) or "none"
+            print(f"     lineage: {h.extra['trigger'][:120]}; drawn from {parents}")
     return 0
 
 

@@ -96,3 +96,29 @@ def sample_prompts(n: int, seed: int = 0) -> list[str]:
     """``n`` prompts, the same for the same seed."""
     rng = random.Random(seed)
     return [sample_prompt(rng) for _ in range(n)]
+
+
+def sample_image(prompt: str, size: int = 256):
+    """A picture drawn for ``prompt``: colours from its styles, a shape from its subject. It only
+    stands in for a generated image (offline there is no Stable Diffusion to run)."""
+    import hashlib
+
+    from PIL import Image, ImageDraw
+
+    subject, _, styles = prompt.partition(", ")
+    h_subject = hashlib.sha256(subject.encode()).digest()
+    h_style = hashlib.sha256(styles.encode()).digest()
+    img = Image.new("RGB", (size, size), tuple(h_style[:3]))
+    draw = ImageDraw.Draw(img)
+    for i in range(0, size, 16):  # a gradient band keyed by the styles
+        draw.line([(0, i), (size, i)], fill=tuple((c + i) % 256 for c in h_style[3:6]), width=6)
+    box = [size // 4, size // 4, 3 * size // 4, 3 * size // 4]
+    shape = [draw.ellipse, draw.rectangle, draw.polygon][h_subject[0] % 3]
+    if shape is draw.polygon:
+        shape(
+            [(size // 2, size // 5), (size // 5, 4 * size // 5), (4 * size // 5, 4 * size // 5)],
+            fill=tuple(h_subject[1:4]),
+        )
+    else:
+        shape(box, fill=tuple(h_subject[1:4]))
+    return img

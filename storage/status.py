@@ -61,13 +61,85 @@ def status(data: DataDir) -> dict[str, Any]:
     out["stages"] = {stage: stage_status(data, stage, shards) for stage in SHARDED_STAGES}
     index = data.state_dir("index") / "store.json"
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
+    out["resume"] = resume_plan(data, out, shards)
     loaded = Markers(data, "load").all_done().values()
     # counted from the load markers: reading the store itself would take chDB's one-process lock
     out["store"] = {
         "prompts": sum(m.by_status.get("prompts", 0) for m in loaded),
         "images": sum(m.by_status.get("images", 0) for m in loaded),
     }
+    feedback = Markers(data, "feedback").all_done().values()
+    out["feedback"] = {
+        "inputs": len(feedback),
+        "prompts": sum(m.by_status.get("prompts", 0) for m in feedback),
+        "images": sum(m.by_status.get("images", 0) for m in feedback),
+    }
     return out
+
+
+def resume_plan(data: DataDir, report: dict[str, Any], shards: list[str]) -> dict[str, Any]:
+    """What ``promptlake resume`` would do: per stage, the failed shards it reruns and the
+    missing ones it runs; with ``--retry-failed``, how many failed rows it fetches again."""
+    stages: dict[str, Any] = {}
+    for stage in SHARDED_STAGES:
+        st = report["stages"][stage]
+        done_names = _done_names(data, stage, st)
+        missing = [s for s in shards if s not in done_names and s not in st["failed"]]
+        stages[stage] = {"rerun_failed": sorted(st["failed"]), "run_missing": missing}
+    fetch = report["stages"]["fetch"]
+    retry_rows = fetch["rows_failed"] - fetch["by_status"].get("invalid_url", 0)
+    params = data.root / "state" / "ingest.json"
+    return {
+        "ingest_recorded": params.exists(),
+        "stages": stages,
+        "retry_failed_rows": retry_rows,
+        "nothing_to_do": not any(v["rerun_failed"] or v["run_missing"] for v in stages.values()),
+    }
+
+
+def _done_names(data: DataDir, stage: str, st: dict[str, Any]) -> set[str]:
+    if stage == "embed" and st.get("namespaces"):
+        return set(Markers(data, f"embed/{st['namespaces'][-1]}").all_done())
+    return set(Markers(data, stage).all_done())
+
+
+def shard_ranges(names: list[str]) -> str:
+    """``00000-00003, 00007`` for a sorted list of shard names."""
+    if not names:
+        return "none"
+    nums, parts = sorted(int(n) for n in names), []
+    start = prev = nums[0]
+    for n in [*nums[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start:05d}" if start == prev else f"{start:05d}-{prev:05d}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(parts)
+
+
+def format_resume(plan: dict[str, Any]) -> list[str]:
+    """The resume plan as lines for a terminal."""
+    if plan["nothing_to_do"]:
+        line = "resume:   nothing to rerun"
+        if plan["retry_failed_rows"]:
+            line += f"; --retry-failed would fetch {plan['retry_failed_rows']:,} failed rows again"
+        return [line]
+    lines = ["resume would (`promptlake resume`):"]
+    for stage, todo in plan["stages"].items():
+        if todo["rerun_failed"] or todo["run_missing"]:
+            lines.append(
+                f"  {stage}: rerun failed {shard_ranges(todo['rerun_failed'])}; "
+                f"run missing {shard_ranges(todo['run_missing'])}"
+            )
+    if plan["retry_failed_rows"]:
+        lines.append(
+            f"  with --retry-failed: fetch {plan['retry_failed_rows']:,} failed rows again"
+        )
+    if not plan["ingest_recorded"]:
+        lines.append("  (no ingest recorded here: rerun `promptlake ingest SOURCE` instead)")
+    return lines
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -105,4 +177,10 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append(f"            {status_name}: {n:,}")
         for shard, reason in st["failed"].items():
             lines.append(f"  shard {shard} failed: {reason}")
-    return "\n".join(lines)
+    fb = report.get("feedback", {})
+    if fb.get("inputs"):
+        lines.append(
+            f"feedback: {fb['inputs']} inputs → {fb['prompts']:,} prompts, "
+            f"{fb['images']:,} images written back"
+        )
+    return "\n".join(lines + format_resume(report["resume"]))

@@ -121,7 +121,13 @@ def run_input(
         ok=len(ids),
         by_status={"prompts": len(ids), "images": len(images)},
         seconds=round(time.perf_counter() - start, 3),
-        extra={"input": inp.text, "trigger": inp.trigger, "refiner": result.refiner, "ids": ids},
+        extra={
+            "input": inp.text,
+            "trigger": inp.trigger,
+            "refiner": result.refiner,
+            "ids": ids,
+            "prompts": [v.prompt for v in result.variants],
+        },
     )
     markers.write(stats)
     return stats

@@ -23,7 +23,7 @@ from tasks.metadata import ImageMeta
 from tasks.phrases import TokenBudget, normalize, split_phrases
 from tasks.search import SearchRequest, read_image_metadata, search
 
-MAX_MODIFIERS = 10
+MAX_MODIFIERS = 8
 
 
 @dataclass
@@ -95,7 +95,8 @@ class OfflineRefiner:
         out: list[str] = []
         for lead in leads:
             order = lead + [p for p in ranked if p not in lead]
-            text, _ = self.budget.extend(idea.strip(), order, most=self.most)
+            most = min(self.most, len(lead) + 3) if lead else self.most  # keep variants apart
+            text, _ = self.budget.extend(idea.strip(), order, most=most)
             if text not in out:
                 out.append(text)
             if len(out) == n:

@@ -90,9 +90,16 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     assert "00001" in fetch["failed"] and "Parquet" in fetch["failed"]["00001"]
     emb = report["stages"]["embed"]
     assert (emb["shards_done"], emb["shards_failed"], emb["shards_pending"]) == (2, 0, 1)
+    plan = report["resume"]["stages"]
+    assert plan["fetch"] == {"rerun_failed": ["00001"], "run_missing": []}
+    assert plan["embed"] == plan["load"] == {"rerun_failed": [], "run_missing": ["00001"]}
+    assert main(["status", "--data-dir", str(data_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "resume would" in text and "fetch: rerun failed 00001; run missing none" in text
     before = dict(server.requests)
     shard.write_bytes(good)
-    assert ingest(params, return_state=True).is_completed()
+    assert main(["resume", "--data-dir", str(data_dir)]) == 0  # the recorded ingest, resumed
+    assert "resume:   nothing to rerun" in capsys.readouterr().out
     new = {p for p in server.requests if server.requests[p] != before.get(p)}
     assert new == {"/img/n5", "/img/n6", "/img/n7", "/404/n8", "/img/n9"}  # only shard 00001's rows
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
@@ -101,6 +108,8 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     assert (fetch["shards_done"], fetch["shards_failed"], fetch["rows_ok"]) == (3, 0, 8)
     assert (emb["shards_done"], emb["rows_ok"], emb["by_status"]["image"]) == (3, 12, 8)
     assert stages["load"]["shards_done"] == 3 and "tables" in stages["index"]
+    assert main(["resume", "--data-dir", str(tmp_path / "never-ingested")]) == 2
+    assert "no ingest was started" in capsys.readouterr().err
 
 
 def test_status_json_shape(tmp_path, server, capsys):

@@ -1,0 +1,61 @@
+"""The deployments promptlake registers, served by ``promptlake serve`` (no work pool needed).
+
+``deployments/prefect.yaml`` declares the same five for a process work pool (``prefect deploy``).
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.feedback import feedback_flow
+from flows.ingest import ingest, resume
+from flows.refine import refine_flow
+from flows.search import search_flow
+from promptlake.settings import Settings
+
+TAGS = ["promptlake"]
+
+
+def deployments(settings: Settings) -> list:
+    """ingest (manual, full form), resume, feedback (cron), search and refine (ad hoc)."""
+    data = {"data_dir": str(settings.data_dir.resolve())}
+    return [
+        ingest.to_deployment(
+            name="ingest",
+            tags=TAGS,
+            description="Ingest a prompt dataset (CSV/parquet path or URL, kaggle:owner/name, or "
+            "a folder of generated images) through download → plan → fetch → embed → load → index.",
+        ),
+        resume.to_deployment(
+            name="resume",
+            tags=TAGS,
+            parameters={"params": data},
+            description="Rerun the failed and missing shards of a data dir with its last "
+            "ingest's parameters; optionally re-fetch failed rows.",
+        ),
+        feedback_flow.to_deployment(
+            name="feedback",
+            tags=TAGS,
+            cron=settings.feedback_cron,
+            parameters={"params": data},
+            description="Refine weakly served searches and given ideas into new prompts (and "
+            "images) written back with their lineage.",
+        ),
+        search_flow.to_deployment(
+            name="search",
+            tags=TAGS,
+            parameters={"params": data},
+            description="Search prompts or images by text and/or image; results with thumbnails.",
+        ),
+        refine_flow.to_deployment(
+            name="refine",
+            tags=TAGS,
+            parameters={"params": data},
+            description="Better prompts for an idea, drawn from the nearest ones.",
+        ),
+    ]
+
+
+def serve_all(settings: Settings) -> None:
+    """Register the deployments with the Prefect API and run their flow runs until stopped."""
+    serve(*deployments(settings), print_starting_message=True)
