@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.ingest import ShardsFailed, ingest
+    from flows.ingest import ingest
     from flows.params import IngestParams
     from promptlake.settings import get_settings
 
@@ -118,13 +118,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         allow_file_urls=args.allow_file_urls,
         progress=sys.stderr.isatty(),
     )
+    return run_then_status(ingest, params, params.data_dir)
+
+
+def run_then_status(flow_fn, params, data_dir: str) -> int:
+    """Run an ingest-like flow, then print the data dir's status (exit 1 on failed shards)."""
+    from flows.ingest import ShardsFailed
+
     try:
         with prefect_api():
-            ingest(params)
+            flow_fn(params)
     except ShardsFailed as exc:
         print(f"promptlake: {exc}", file=sys.stderr)
         return 1
-    return cmd_status(argparse.Namespace(data_dir=params.data_dir, json=False))
+    return cmd_status(argparse.Namespace(data_dir=data_dir, json=False))
 
 
 @contextmanager
@@ -162,7 +169,7 @@ def prefect_api() -> Iterator[None]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flows.ingest import ShardsFailed, resume
+    from flows.ingest import resume
     from flows.params import ResumeParams
     from promptlake.settings import get_settings
 
@@ -173,13 +180,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         runner=args.runner,
         progress=sys.stderr.isatty(),
     )
-    try:
-        with prefect_api():
-            resume(params)
-    except ShardsFailed as exc:
-        print(f"promptlake: {exc}", file=sys.stderr)
-        return 1
-    return cmd_status(argparse.Namespace(data_dir=data_dir, json=False))
+    return run_then_status(resume, params, data_dir)
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
