@@ -8,7 +8,7 @@ reaches SQL as a bound parameter; only identifiers of our own schema are formatt
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 
 from storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from storage.hits import Filters, Hit, StoreError, lineage
 from storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
@@ -24,10 +25,6 @@ _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
     model LowCardinality(String),
     created_at DateTime64(3) DEFAULT now64(3)"""
-
-
-class StoreError(ValueError):
-    """A bad store URL or request; the message names the bad value."""
 
 
 @dataclass(frozen=True)
@@ -61,62 +58,6 @@ def parse_store_url(url: str) -> StoreURL:
             password=unquote(parts.password) if parts.password else None,
         )
     raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")
-
-
-@dataclass
-class Hit:
-    """One search result."""
-
-    id: str
-    prompt: str
-    url: str
-    distance: float
-    source_site: str = ""
-    width: int = 0
-    height: int = 0
-    origin: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Search filters; each becomes a bound parameter."""
-
-    source_site: str | None = None
-    min_width: int | None = None
-    min_height: int | None = None
-    origin: str | None = None
-
-    def sql(self) -> tuple[str, dict[str, Any]]:
-        clauses, params = [], {}
-        for name, op, typ in (
-            ("source_site", "=", "String"),
-            ("origin", "=", "String"),
-            ("min_width", ">=", "UInt32"),
-            ("min_height", ">=", "UInt32"),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if typ == "UInt32" and (not isinstance(value, int) or value < 0):
-                raise StoreError(f"{name} must be a whole number >= 0, got {value!r}")
-            column = name.removeprefix("min_")
-            clauses.append(f"{column} {op} {{{name}:{typ}}}")
-            params[name] = value
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    @property
-    def active(self) -> bool:
-        return any(
-            v is not None for v in (self.source_site, self.min_width, self.min_height, self.origin)
-        )
-
-
-def _lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict[str, Any]:
-    """Where a row came from, for rows the store made itself (feedback)."""
-    if origin == "dataset":
-        return {}
-    return {"parent_ids": list(parents), "trigger": trigger, "created_at": created}
 
 
 class Store:
@@ -234,7 +175,7 @@ class Store:
         rows = self.client.query(
             sql, parameters={**params, "q": list(map(float, vector)), "k": k}
         ).result_rows
-        return [Hit(*r[:3], float(r[3]), *r[4:8], extra=_lineage(*r[7:])) for r in rows]
+        return [Hit(*r[:3], float(r[3]), *r[4:8], extra=lineage(*r[7:])) for r in rows]
 
     def log_search(
         self, query: str, target: str, k: int, hits: list[Hit], elapsed_ms: float
