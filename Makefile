@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format demo bench-fetch bench-embed bench-search clean
+.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ clean:
 
 bench-embed: install
 	$(PY) benchmarks/embed.py $(BENCH_ARGS)
+
+bench-refine: install
+	$(PY) benchmarks/refine.py $(BENCH_ARGS)
 
 bench-search: install
 	$(PY) benchmarks/search.py $(BENCH_ARGS)
