@@ -138,10 +138,12 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     for rid in ok_before:
         path = [p for p in requests_before if p.endswith("/" + rid)]
         assert all(server.requests[p] == requests_before[p] for p in path), rid
-    # at most the images in flight at the kill (2 shards x a window of 2 x 16) were served twice
-    twice = [p for p, n in server.served_ok.items() if n > 1 and not p.startswith("/cut/")]
-    assert len(twice) <= 2 * 2 * 16, twice
-    assert all(server.served_ok[p] == 2 for p in twice)  # /cut/ is "served" once per attempt
+    # only images in flight at a kill (2 shards x a window of 2 x 16, per kill: fetch runs ahead
+    # of embed, so the mid-embed kill can interrupt fetches too) were served again, and no image
+    # more than once per run (two killed runs, one final)
+    again = [p for p, n in server.served_ok.items() if n > 1 and not p.startswith("/cut/")]
+    assert len(again) <= 2 * (2 * 2 * 16), again
+    assert all(server.served_ok[p] <= 3 for p in again)  # /cut/ is "served" once per attempt
     # one text vector per valid row and one image vector per fetched image, each exactly once
     text_ids, image_ids = [], []
     for shard in sorted(embedded.all_done()):
