@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from promptlake import query_cli
+from promptlake.query_cli import DATA_DIR_HELP
 from storage.records import STAGES
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
@@ -20,7 +21,7 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "source", help="path (.csv, .csv.gz, .parquet), http(s) URL or kaggle:owner/name"
     )
-    p.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--shard-size", type=int, help="valid rows per shard (default 1000)")
     p.add_argument("--limit", type=int, help="read only the first N rows")
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
@@ -49,7 +50,7 @@ def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
         "metadata, images from the files",
     )
     p.add_argument("source", metavar="DIR", help="folder of .png/.jpg/.webp images (recursive)")
-    p.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     p.add_argument("--force", action="store_true", help="redo finished shards")
     p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
@@ -73,12 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_images_parser(sub)
     query_cli.add_parsers(sub)
     rs = sub.add_parser("resume", help="rerun the failed and missing shards of a data dir")
-    rs.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    rs.add_argument("--data-dir", help=DATA_DIR_HELP)
     rs.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows too")
     rs.add_argument("--runner", choices=["thread", "process", "dask"], help="override the runner")
     fb = sub.add_parser("feedback", help="refine weak searches and ideas back into the store")
     fb.add_argument("ideas", nargs="*", help="ideas to improve the store for")
-    fb.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    fb.add_argument("--data-dir", help=DATA_DIR_HELP)
     fb.add_argument("--no-searches", action="store_true", help="only the given ideas")
     fb.add_argument("--max-inputs", type=int, help="inputs this run (default 20)")
     fb.add_argument("-n", type=int, default=3, help="variants per input (default 3)")
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--feedback-cron", help="feedback schedule (default $PROMPTLAKE_FEEDBACK_CRON)")
     sv.add_argument("--data-dir", help="data dir the deployments default to")
     st = sub.add_parser("status", help="what a data directory holds, per stage")
-    st.add_argument("--data-dir", help="data directory (default: $PROMPTLAKE_DATA_DIR or ./data)")
+    st.add_argument("--data-dir", help=DATA_DIR_HELP)
     st.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

@@ -10,9 +10,10 @@ from storage.records import SHARDED_STAGES, PlanManifest
 from storage.vectors import namespaces
 
 
-def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]:
-    """Counts for one sharded stage, plus the failed shards with their reasons. Embeddings are
-    counted for the newest model namespace (the others are listed)."""
+def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Counts for one sharded stage, plus the failed shards with their reasons, and the names of
+    the shards neither done nor failed. Embeddings are counted for the newest model namespace
+    (the others are listed)."""
     done_markers, extra = Markers(data, stage), {}
     if stage == "embed":
         models = namespaces(data)
@@ -22,6 +23,7 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]
             extra = {"model": models[current], "namespaces": list(models)}
     done = {k: v for k, v in done_markers.all_done().items() if k in set(shards)}
     failures = {k: v for k, v in Markers(data, stage).failures().items() if k not in done}
+    missing = [s for s in shards if s not in done and s not in failures]
     by_status: dict[str, int] = {}
     for stats in done.values():
         for status, n in stats.by_status.items():
@@ -29,13 +31,13 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> dict[str, Any]
     return {
         "shards_done": len(done),
         "shards_failed": len(failures),
-        "shards_pending": len(shards) - len(done) - len(failures),
+        "shards_pending": len(missing),
         "rows_ok": sum(s.ok for s in done.values()),
         "rows_failed": sum(s.failed for s in done.values()),
         "by_status": by_status,
         "failed": failures,
         **extra,
-    }
+    }, missing
 
 
 def status(data: DataDir) -> dict[str, Any]:
@@ -58,10 +60,12 @@ def status(data: DataDir) -> dict[str, Any]:
         "rejects_by_reason": plan.rejects_by_reason,
     }
     out["shards"] = len(shards)
-    out["stages"] = {stage: stage_status(data, stage, shards) for stage in SHARDED_STAGES}
+    out["stages"], missing = {}, {}
+    for stage in SHARDED_STAGES:
+        out["stages"][stage], missing[stage] = stage_status(data, stage, shards)
     index = data.state_dir("index") / "store.json"
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
-    out["resume"] = resume_plan(data, out, shards)
+    out["resume"] = resume_plan(data, out, missing)
     loaded = Markers(data, "load").all_done().values()
     # counted from the load markers: reading the store itself would take chDB's one-process lock
     out["store"] = {
@@ -77,15 +81,15 @@ def status(data: DataDir) -> dict[str, Any]:
     return out
 
 
-def resume_plan(data: DataDir, report: dict[str, Any], shards: list[str]) -> dict[str, Any]:
+def resume_plan(
+    data: DataDir, report: dict[str, Any], missing: dict[str, list[str]]
+) -> dict[str, Any]:
     """What ``promptlake resume`` would do: per stage, the failed shards it reruns and the
     missing ones it runs; with ``--retry-failed``, how many failed rows it fetches again."""
-    stages: dict[str, Any] = {}
-    for stage in SHARDED_STAGES:
-        st = report["stages"][stage]
-        done_names = _done_names(data, stage, st)
-        missing = [s for s in shards if s not in done_names and s not in st["failed"]]
-        stages[stage] = {"rerun_failed": sorted(st["failed"]), "run_missing": missing}
+    stages = {
+        stage: {"rerun_failed": sorted(report["stages"][stage]["failed"]), "run_missing": todo}
+        for stage, todo in missing.items()
+    }
     fetch = report["stages"]["fetch"]
     retry_rows = fetch["rows_failed"] - fetch["by_status"].get("invalid_url", 0)
     params = data.root / "state" / "ingest.json"
@@ -95,12 +99,6 @@ def resume_plan(data: DataDir, report: dict[str, Any], shards: list[str]) -> dic
         "retry_failed_rows": retry_rows,
         "nothing_to_do": not any(v["rerun_failed"] or v["run_missing"] for v in stages.values()),
     }
-
-
-def _done_names(data: DataDir, stage: str, st: dict[str, Any]) -> set[str]:
-    if stage == "embed" and st.get("namespaces"):
-        return set(Markers(data, f"embed/{st['namespaces'][-1]}").all_done())
-    return set(Markers(data, stage).all_done())
 
 
 def shard_ranges(names: list[str]) -> str:

@@ -17,7 +17,7 @@ from typing import Protocol
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from tasks.llm import LLMError, post_with_retries
+from tasks.llm import post_with_retries
 from tasks.metadata import ImageMeta, read_metadata, save_with_metadata
 
 
@@ -63,18 +63,16 @@ class A1111Generator:
             "n_iter": 1,
         }
         url = f"{self.base_url}/sdapi/v1/txt2img"
-        try:
-            reply = post_with_retries(
-                self.session,
-                url,
-                body=body,
-                headers={},
-                timeout=o.timeout,
-                retries=o.retries,
-                backoff=(1.0, 30.0),
-            )
-        except LLMError as exc:
-            raise GenerateError(f"A1111 generator: {exc}") from None
+        reply = post_with_retries(
+            self.session,
+            url,
+            body=body,
+            headers={},
+            timeout=o.timeout,
+            retries=o.retries,
+            backoff=(1.0, 30.0),
+            error=GenerateError,
+        )
         if reply.status_code != 200:
             raise GenerateError(
                 f"A1111 generator at {url} answered HTTP {reply.status_code}: {reply.text[:300]}"

@@ -59,10 +59,11 @@ def post_with_retries(
     retries: int,
     backoff: tuple[float, float],
     scrub: Callable[[str], str] = str,
+    error: type[Exception] = LLMError,
 ) -> requests.Response:
     """POST JSON; retry timeouts, dropped connections, 429 and 5xx with exponential backoff and
     jitter (honouring Retry-After). Returns the last reply; a network failure after the last
-    retry raises LLMError (its text passed through ``scrub``)."""
+    retry raises ``error`` (its text passed through ``scrub``)."""
     base, most = backoff
     for attempt in range(retries + 1):
         last = attempt == retries
@@ -71,7 +72,7 @@ def post_with_retries(
             reply = session.post(url, json=body, headers=headers, timeout=timeout)
         except requests.RequestException as exc:
             if last:
-                raise LLMError(scrub(f"endpoint {url} failed: {exc}")) from None
+                raise error(scrub(f"endpoint {url} failed: {exc}")) from None
             time.sleep(delay)
             continue
         if reply.status_code not in RETRY_STATUSES or last:

@@ -19,9 +19,9 @@ from storage.layout import DataDir
 from storage.store import Filters, Hit, StoreError
 from tasks.encoder import get_encoder
 from tasks.llm import ChatClient, ChatConfig, LLMError
-from tasks.metadata import ImageMeta
-from tasks.phrases import TokenBudget, normalize, split_phrases
-from tasks.search import SearchRequest, read_image_metadata, search
+from tasks.metadata import ImageMeta, read_metadata
+from tasks.phrases import TokenBudget, split_phrases
+from tasks.search import SearchRequest, search
 
 MAX_MODIFIERS = 8
 
@@ -175,7 +175,7 @@ def parse_variants(reply: str) -> list[str]:
 
 def drawn_from(prompt: str, hits: list[Hit]) -> list[str]:
     """The neighbours that share at least one modifier phrase with ``prompt``."""
-    mine = set(split_phrases(prompt)[1:]) | {normalize(prompt)}
+    mine = set(split_phrases(prompt)[1:])
     return [h.id for h in hits if mine & set(split_phrases(h.prompt)[1:])]
 
 
@@ -210,14 +210,13 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them. An
     image carrying its generation prompt lends that prompt as the idea when none is given."""
     req.validate()
-    exact = read_image_metadata(req.image, settings) if req.image else None
+    query = SearchRequest(image=req.image, k=req.k, filters=req.filters, log=req.log)
+    exact = read_metadata(query.image_bytes(settings)) if req.image else None  # read once
     idea = req.idea.strip() or (exact.prompt if exact else "")
+    query.text = idea or None
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     budget = TokenBudget.of(enc.tokenizer, enc.info.max_tokens)
     refiner = make_refiner(req.llm, settings, budget)
-    query = SearchRequest(
-        text=idea or None, image=req.image, k=req.k, filters=req.filters, log=req.log
-    )
     hits = search(query, data, settings)
     if not idea:  # an image alone: its nearest prompt's subject stands in for the idea
         idea = split_phrases(hits[0].prompt)[0] if hits else ""

@@ -32,6 +32,13 @@ class SearchRequest:
     k: int = 10
     filters: Filters = field(default_factory=Filters)
     log: bool = True  # the feedback flow's own searches are not logged: they would feed it
+    image_body: bytes | None = field(default=None, repr=False)  # ``image`` already read
+
+    def image_bytes(self, settings: Settings) -> bytes:
+        """The image's bytes, read (or fetched) once per request."""
+        if self.image_body is None:
+            self.image_body = read_image(self.image, settings)
+        return self.image_body
 
     def validate(self) -> None:
         if not (self.text and self.text.strip()) and not self.image:
@@ -64,11 +71,6 @@ def read_image(source: str, settings: Settings) -> bytes:
     return path.read_bytes()
 
 
-def read_image_metadata(source: str, settings: Settings) -> ImageMeta | None:
-    """The generation prompt an image file carries (A1111 or ComfyUI), or None."""
-    return read_metadata(read_image(source, settings))
-
-
 @dataclass
 class ReverseResult:
     """An image's prompt: exact from its metadata when it has some, else its CLIP neighbours."""
@@ -87,11 +89,11 @@ def reverse(
     use_metadata: bool = True,
 ) -> ReverseResult:
     """Reverse search: the image's own metadata first (no model, no store needed), then CLIP."""
+    req = SearchRequest(image=image, target="prompts", k=k, filters=filters or Filters())
     if use_metadata:
-        meta = read_image_metadata(image, settings)
+        meta = read_metadata(req.image_bytes(settings))
         if meta is not None:
             return ReverseResult(meta, [])
-    req = SearchRequest(image=image, target="prompts", k=k, filters=filters or Filters())
     return ReverseResult(None, search(req, data, settings))
 
 
@@ -119,7 +121,7 @@ def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> li
     if req.text and req.text.strip():
         parts.append(enc.encode_text([req.text])[0][0])
     if req.image:
-        parts.append(image_vectors([read_image(req.image, settings)], enc, settings)[0])
+        parts.append(image_vectors([req.image_bytes(settings)], enc, settings)[0])
     vec = sum(parts) / len(parts)
     return (vec / (float((vec**2).sum()) ** 0.5)).tolist()
 
