@@ -93,8 +93,8 @@ def run_promptlake(rows, work: Path, workers: int, shards: int, runner: str) -> 
 
 
 def _fetch_shard(name: str, data_dir: str, settings):
-    from storage.layout import DataDir
-    from tasks.fetch import run_shard
+    from promptlake.storage.layout import DataDir
+    from promptlake.tasks.fetch import run_shard
 
     return run_shard(name, DataDir(data_dir), settings)
 
@@ -105,9 +105,9 @@ def _child(src: str, data_dir: str, workers: int, shards: int, runner: str) -> N
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     from promptlake.settings import Settings
-    from storage.layout import DataDir
-    from tasks.download import download
-    from tasks.plan import plan
+    from promptlake.storage.layout import DataDir
+    from promptlake.tasks.download import download
+    from promptlake.tasks.plan import plan
 
     data = DataDir(data_dir)
     with open(src) as fh:

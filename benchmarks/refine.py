@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptlake.sample_data import SUBJECTS
-from storage.layout import DataDir
-from tasks.refine import RefineRequest, refine
-from tasks.search import SearchRequest, query_settings, search
+from promptlake.storage.layout import DataDir
+from promptlake.tasks.refine import RefineRequest, refine
+from promptlake.tasks.search import SearchRequest, query_settings, search
 from tests.api_servers import ChatServer
 
 

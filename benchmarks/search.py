@@ -23,9 +23,9 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.dialects import IndexParams  # noqa: E402
-from storage.store import Filters, open_store  # noqa: E402
-from storage.vectors import list_column  # noqa: E402
+from promptlake.storage.dialects import IndexParams  # noqa: E402
+from promptlake.storage.store import Filters, open_store  # noqa: E402
+from promptlake.storage.vectors import list_column  # noqa: E402
 
 DIM, CHUNK, SITES = 512, 50_000, ("lexica", "civitai", "krea", "midjourney")
 

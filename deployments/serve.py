@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.feedback import feedback_flow
-from flows.ingest import ingest, resume
-from flows.refine import refine_flow
-from flows.search import search_flow
+from promptlake.flows.feedback import feedback_flow
+from promptlake.flows.ingest import ingest, resume
+from promptlake.flows.refine import refine_flow
+from promptlake.flows.search import search_flow
 from promptlake.settings import Settings
 
 TAGS = ["promptlake"]

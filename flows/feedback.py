@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.params import FeedbackParams
-from flows.results import md_text
-from storage.layout import DataDir
-from storage.records import ShardStats
-from tasks.feedback import FeedbackOptions, feedback_task, pick_inputs
-from tasks.search import query_settings
+from promptlake.flows.params import FeedbackParams
+from promptlake.flows.results import md_text
+from promptlake.storage.layout import DataDir
+from promptlake.storage.records import ShardStats
+from promptlake.tasks.feedback import FeedbackOptions, feedback_task, pick_inputs
+from promptlake.tasks.search import query_settings
 
 
 class FeedbackFailed(RuntimeError):

@@ -11,16 +11,16 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.params import IngestParams, ResumeParams
-from flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
+from promptlake.flows.params import IngestParams, ResumeParams
+from promptlake.flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
 from promptlake.settings import Settings, get_settings
-from storage.records import PlanManifest, SourceInfo
-from tasks.download import download_task
-from tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
-from tasks.fetch import fetch_task
-from tasks.index import index_task
-from tasks.load import load_task
-from tasks.plan import plan_task
+from promptlake.storage.records import PlanManifest, SourceInfo
+from promptlake.tasks.download import download_task
+from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
+from promptlake.tasks.fetch import fetch_task
+from promptlake.tasks.index import index_task
+from promptlake.tasks.load import load_task
+from promptlake.tasks.plan import plan_task
 
 
 class ShardsFailed(RuntimeError):

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from storage.layout import read_json, write_json
-from storage.records import STAGES
-from storage.store import Filters
+from promptlake.storage.layout import read_json, write_json
+from promptlake.storage.records import STAGES
+from promptlake.storage.store import Filters
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.params import RefineParams
-from flows.results import hits_markdown, hits_rows, md_text, publish
-from tasks.refine import RefineRequest, RefineResult, refine_task
-from tasks.search import query_settings
+from promptlake.flows.params import RefineParams
+from promptlake.flows.results import hits_markdown, hits_rows, md_text, publish
+from promptlake.tasks.refine import RefineRequest, RefineResult, refine_task
+from promptlake.tasks.search import query_settings
 
 
 def refine_markdown(result: RefineResult) -> list[str]:

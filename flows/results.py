@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from storage.store import Hit
+from promptlake.storage.store import Hit
 
 
 def md_text(text: str) -> str:

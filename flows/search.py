@@ -6,9 +6,9 @@ from dataclasses import asdict
 
 from prefect import flow
 
-from flows.params import SearchParams
-from flows.results import hits_markdown, hits_rows, publish
-from tasks.search import SearchRequest, query_settings, search_task
+from promptlake.flows.params import SearchParams
+from promptlake.flows.results import hits_markdown, hits_rows, publish
+from promptlake.tasks.search import SearchRequest, query_settings, search_task
 
 
 @flow(name="search", log_prints=True)

@@ -16,7 +16,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from storage.records import ShardStats
+from promptlake.storage.records import ShardStats
 
 
 @dataclass

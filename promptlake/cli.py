@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from promptlake import query_cli
 from promptlake.query_cli import DATA_DIR_HELP
-from storage.records import STAGES
+from promptlake.storage.records import STAGES
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
 
@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.ingest import ingest
-    from flows.params import IngestParams
+    from promptlake.flows.ingest import ingest
+    from promptlake.flows.params import IngestParams
     from promptlake.settings import get_settings
 
     s = get_settings(
@@ -124,7 +124,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def run_then_status(flow_fn, params, data_dir: str) -> int:
     """Run an ingest-like flow, then print the data dir's status (exit 1 on failed shards)."""
-    from flows.ingest import ShardsFailed
+    from promptlake.flows.ingest import ShardsFailed
 
     try:
         with prefect_api():
@@ -170,8 +170,8 @@ def prefect_api() -> Iterator[None]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flows.ingest import resume
-    from flows.params import ResumeParams
+    from promptlake.flows.ingest import resume
+    from promptlake.flows.params import ResumeParams
     from promptlake.settings import get_settings
 
     data_dir = str(get_settings(data_dir=args.data_dir).data_dir)
@@ -185,8 +185,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from flows.feedback import FeedbackFailed, feedback_flow
-    from flows.params import FeedbackParams
+    from promptlake.flows.feedback import FeedbackFailed, feedback_flow
+    from promptlake.flows.params import FeedbackParams
     from promptlake.settings import get_settings
 
     params = FeedbackParams(
@@ -213,7 +213,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from deployments.serve import serve_all
+    from promptlake.deployments.serve import serve_all
     from promptlake.settings import get_settings
 
     settings = get_settings(data_dir=args.data_dir, feedback_cron=args.feedback_cron)
@@ -223,8 +223,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from promptlake.settings import get_settings
-    from storage.layout import DataDir
-    from storage.status import format_status, status
+    from promptlake.storage.layout import DataDir
+    from promptlake.storage.status import format_status, status
 
     report = status(DataDir(get_settings(data_dir=args.data_dir).data_dir))
     print(json.dumps(report, indent=2) if args.json else format_status(report))

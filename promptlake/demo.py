@@ -19,7 +19,7 @@ REAL_MODEL = "openai/clip-vit-base-patch32"
 def make_dataset(root: Path, n: int, seed: int = 7) -> Path:
     """``n`` sample rows with images under ``root/images``; returns the CSV."""
     from promptlake.sample_data import SITES, sample_image, sample_prompts
-    from tasks.metadata import ImageMeta, save_with_metadata
+    from promptlake.tasks.metadata import ImageMeta, save_with_metadata
 
     images, rng = root / "images", random.Random(seed)
     images.mkdir(parents=True, exist_ok=True)

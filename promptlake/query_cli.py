@@ -50,19 +50,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def query_settings(args: argparse.Namespace):
-    from tasks.search import query_settings
+    from promptlake.tasks.search import query_settings
 
     return query_settings(args.data_dir, args.model)
 
 
 def _filters(args: argparse.Namespace):
-    from storage.store import Filters
+    from promptlake.storage.store import Filters
 
     return Filters(args.source_site, args.min_width, args.min_height, args.origin)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tasks.search import SearchRequest, run
+    from promptlake.tasks.search import SearchRequest, run
 
     settings = query_settings(args)
     req = SearchRequest(args.text, args.image, args.target, args.k, _filters(args))
@@ -99,8 +99,8 @@ def format_exact(prompt: str, extra: dict, tool: str) -> str:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from storage.layout import DataDir
-    from tasks.refine import RefineRequest, refine
+    from promptlake.storage.layout import DataDir
+    from promptlake.tasks.refine import RefineRequest, refine
 
     settings = query_settings(args)
     req = RefineRequest(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lmdb
 
-from storage.records import FetchRecord
+from promptlake.storage.records import FetchRecord
 
 _OPEN: dict[Path, ImageCache] = {}
 _OPEN_LOCK = threading.Lock()

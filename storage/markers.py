@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from storage.layout import DataDir, read_json, write_json
-from storage.records import ShardStats
+from promptlake.storage.layout import DataDir, read_json, write_json
+from promptlake.storage.records import ShardStats
 
 
 class Markers:

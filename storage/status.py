@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.layout import DataDir, read_json
-from storage.markers import Markers
-from storage.records import SHARDED_STAGES, PlanManifest
-from storage.vectors import namespaces
+from promptlake.storage.layout import DataDir, read_json
+from promptlake.storage.markers import Markers
+from promptlake.storage.records import SHARDED_STAGES, PlanManifest
+from promptlake.storage.vectors import namespaces
 
 
 def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str, Any], list[str]]:

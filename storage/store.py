@@ -15,9 +15,9 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
-from storage.hits import Filters, Hit, StoreError, lineage
-from storage.vectors import ModelMismatch
+from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from promptlake.storage.hits import Filters, Hit, StoreError, lineage
+from promptlake.storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
 _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,

@@ -12,8 +12,8 @@ import requests
 from prefect import task
 from prefect.states import State
 
-from storage.layout import DataDir, atomic_path, read_json, write_json
-from storage.records import SourceInfo
+from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.records import SourceInfo
 
 FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 KAGGLE_HELP = (
@@ -121,7 +121,7 @@ def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
 
 def _from_directory(folder: Path, data: DataDir) -> Path:
     """A folder of generated images: a parquet dataset of their metadata prompts."""
-    from tasks.image_source import scan_directory
+    from promptlake.tasks.image_source import scan_directory
 
     target = data.source_dir / "images.parquet"
     try:

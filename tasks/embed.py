@@ -21,20 +21,20 @@ from prefect.states import State
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
-from storage.image_cache import ImageCache
-from storage.layout import DataDir
-from storage.markers import Markers
-from storage.records import ShardStats
-from storage.vectors import ModelMismatch, claim_namespace, write_vectors
-from tasks.encoder import (
+from promptlake.storage.image_cache import ImageCache
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
+from promptlake.storage.records import ShardStats
+from promptlake.storage.vectors import ModelMismatch, claim_namespace, write_vectors
+from promptlake.tasks.encoder import (
     ClipEncoder,
     ModelLoadError,
     describe_model,
     get_encoder,
     pick_device,
 )
-from tasks.fetch import read_status
-from tasks.plan import read_shard
+from promptlake.tasks.fetch import read_status
+from promptlake.tasks.plan import read_shard
 
 STAGE = "embed"
 GPU_LIMIT = "promptlake-gpu"

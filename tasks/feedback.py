@@ -19,17 +19,17 @@ from PIL import Image
 from prefect import task
 
 from promptlake.settings import Settings, store_url
-from storage.layout import DataDir, atomic_path
-from storage.markers import Markers
-from storage.records import ShardStats
-from storage.store import open_store
-from storage.vectors import list_column
-from tasks.encoder import get_encoder
-from tasks.generate import GenerateOptions, make_generator
-from tasks.load import current_namespace
-from tasks.phrases import normalize
-from tasks.refine import RefineRequest, Variant, refine
-from tasks.search import image_vectors
+from promptlake.storage.layout import DataDir, atomic_path
+from promptlake.storage.markers import Markers
+from promptlake.storage.records import ShardStats
+from promptlake.storage.store import open_store
+from promptlake.storage.vectors import list_column
+from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.generate import GenerateOptions, make_generator
+from promptlake.tasks.load import current_namespace
+from promptlake.tasks.phrases import normalize
+from promptlake.tasks.refine import RefineRequest, Variant, refine
+from promptlake.tasks.search import image_vectors
 
 STAGE = "feedback"
 

@@ -18,13 +18,13 @@ from prefect import task
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
-from storage.image_cache import ImageCache
-from storage.layout import DataDir, atomic_path
-from storage.markers import Markers
-from storage.records import FetchRecord, ShardStats
-from tasks.fetcher import Fetcher
-from tasks.imaging import ImageProblem, process_image
-from tasks.plan import read_shard
+from promptlake.storage.image_cache import ImageCache
+from promptlake.storage.layout import DataDir, atomic_path
+from promptlake.storage.markers import Markers
+from promptlake.storage.records import FetchRecord, ShardStats
+from promptlake.tasks.fetcher import Fetcher
+from promptlake.tasks.imaging import ImageProblem, process_image
+from promptlake.tasks.plan import read_shard
 
 STAGE = "fetch"
 # Failures that another try cannot change: --retry-failed leaves them alone.

@@ -17,8 +17,8 @@ from typing import Protocol
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from tasks.llm import post_with_retries
-from tasks.metadata import ImageMeta, read_metadata, save_with_metadata
+from promptlake.tasks.llm import post_with_retries
+from promptlake.tasks.metadata import ImageMeta, read_metadata, save_with_metadata
 
 
 class GenerateError(RuntimeError):
@@ -104,7 +104,7 @@ class DiffusersGenerator:
     _lock = threading.Lock()
 
     def __init__(self, model: str, options: GenerateOptions, device: str = "auto") -> None:
-        from tasks.encoder import pick_device
+        from promptlake.tasks.encoder import pick_device
 
         self.model, self.options = model, options
         self.device = pick_device(device)

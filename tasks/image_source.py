@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from storage.layout import atomic_path, write_json
-from tasks.metadata import read_metadata
+from promptlake.storage.layout import atomic_path, write_json
+from promptlake.tasks.metadata import read_metadata
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 SCHEMA = pa.schema(

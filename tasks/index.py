@@ -7,10 +7,10 @@ import time
 from prefect import task
 
 from promptlake.settings import Settings, store_url
-from storage.dialects import IndexParams
-from storage.layout import DataDir, read_json, write_json
-from storage.store import TABLES, open_store
-from tasks.load import current_namespace
+from promptlake.storage.dialects import IndexParams
+from promptlake.storage.layout import DataDir, read_json, write_json
+from promptlake.storage.store import TABLES, open_store
+from promptlake.tasks.load import current_namespace
 
 STAGE = "index"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import requests
 
-from tasks.fetcher import retry_after_seconds
+from promptlake.tasks.fetcher import retry_after_seconds
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 

@@ -8,15 +8,15 @@ import pyarrow as pa
 from prefect import task
 
 from promptlake.settings import Settings, store_url
-from storage.layout import DataDir
-from storage.markers import Markers
-from storage.records import ShardStats
-from storage.store import open_store
-from storage.vectors import list_column, namespaces, read_vectors
-from tasks.embed import embed_markers
-from tasks.encoder import describe_model
-from tasks.fetch import read_status
-from tasks.plan import read_shard
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
+from promptlake.storage.records import ShardStats
+from promptlake.storage.store import open_store
+from promptlake.storage.vectors import list_column, namespaces, read_vectors
+from promptlake.tasks.embed import embed_markers
+from promptlake.tasks.encoder import describe_model
+from promptlake.tasks.fetch import read_status
+from promptlake.tasks.plan import read_shard
 
 STAGE = "load"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from storage.store import Hit
+from promptlake.storage.store import Hit
 
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
 _SETTING = re.compile(r'\s*([A-Za-z][\w ./()-]*?):\s*("(?:[^"\\]|\\.)*"|[^,]*)(?:,|$)')

@@ -15,8 +15,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from prefect import task
 
-from storage.layout import DataDir, atomic_path, read_json, write_json
-from storage.records import REQUIRED_COLUMNS, PlanManifest, ShardRef, SourceInfo, shard_name
+from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.records import (
+    REQUIRED_COLUMNS,
+    PlanManifest,
+    ShardRef,
+    SourceInfo,
+    shard_name,
+)
 
 SHARD_SCHEMA = pa.schema(
     [

@@ -15,13 +15,13 @@ from typing import Literal, Protocol
 from prefect import task
 
 from promptlake.settings import Settings
-from storage.layout import DataDir
-from storage.store import Filters, Hit, StoreError
-from tasks.encoder import get_encoder
-from tasks.llm import ChatClient, ChatConfig, LLMError
-from tasks.metadata import ImageMeta, read_metadata
-from tasks.phrases import TokenBudget, split_phrases
-from tasks.search import SearchRequest, search
+from promptlake.storage.layout import DataDir
+from promptlake.storage.store import Filters, Hit, StoreError
+from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.llm import ChatClient, ChatConfig, LLMError
+from promptlake.tasks.metadata import ImageMeta, read_metadata
+from promptlake.tasks.phrases import TokenBudget, split_phrases
+from promptlake.tasks.search import SearchRequest, search
 
 MAX_MODIFIERS = 8
 

@@ -12,14 +12,14 @@ import numpy as np
 from prefect import task
 
 from promptlake.settings import Settings, get_settings, store_url
-from storage.layout import DataDir
-from storage.store import TABLES, Filters, Hit, StoreError, open_store
-from storage.vectors import ModelMismatch, namespaces
-from tasks.encoder import ClipEncoder, get_encoder
-from tasks.fetcher import Fetcher
-from tasks.imaging import process_image
-from tasks.load import current_namespace
-from tasks.metadata import ImageMeta, read_metadata
+from promptlake.storage.layout import DataDir
+from promptlake.storage.store import TABLES, Filters, Hit, StoreError, open_store
+from promptlake.storage.vectors import ModelMismatch, namespaces
+from promptlake.tasks.encoder import ClipEncoder, get_encoder
+from promptlake.tasks.fetcher import Fetcher
+from promptlake.tasks.imaging import process_image
+from promptlake.tasks.load import current_namespace
+from promptlake.tasks.metadata import ImageMeta, read_metadata
 
 
 @dataclass

@@ -17,8 +17,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pytest
 
 from promptlake.settings import Settings
-from storage.layout import DataDir
-from storage.records import REQUIRED_COLUMNS
+from promptlake.storage.layout import DataDir
+from promptlake.storage.records import REQUIRED_COLUMNS
 from tests.fault_server import FaultServer
 
 HEADER = list(REQUIRED_COLUMNS)
@@ -92,8 +92,8 @@ def make_shards(
 ) -> list[str]:
     """Plan ``n`` sample prompts with images on ``server`` (every ``bad_every``-th a 404)."""
     from promptlake.sample_data import sample_prompts
-    from tasks.download import download
-    from tasks.plan import plan
+    from promptlake.tasks.download import download
+    from promptlake.tasks.plan import plan
 
     rows = []
     for i, prompt in enumerate(sample_prompts(n, seed=1)):
@@ -106,8 +106,8 @@ def make_shards(
 @pytest.fixture
 def built(tmp_path, data, server, embed_settings):
     """A store of 30 sample prompts (24 with images) through fetch, embed and load."""
-    from tasks import embed, load
-    from tasks.fetch import run_shard as fetch_shard
+    from promptlake.tasks import embed, load
+    from promptlake.tasks.fetch import run_shard as fetch_shard
 
     s = embed_settings.model_copy(update={"data_dir": data.root})
     shards = make_shards(tmp_path, data, server, 30, shard_size=12, bad_every=5)

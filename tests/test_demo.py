@@ -1,7 +1,7 @@
 """`make demo`'s program on a small sample: every step runs and shows what it should."""
 
 from promptlake.demo import main, make_dataset
-from tasks.metadata import read_metadata
+from promptlake.tasks.metadata import read_metadata
 
 
 def test_sample_dataset_carries_its_prompts(tmp_path):

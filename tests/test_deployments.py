@@ -17,10 +17,10 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import AwaitingRetry
 
 from promptlake.settings import Settings, store_url
-from storage.layout import DataDir
-from storage.markers import Markers
-from storage.status import status
-from storage.store import open_store
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
+from promptlake.storage.status import status
+from promptlake.storage.store import open_store
 from tests.conftest import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -121,6 +121,6 @@ def test_prefect_yaml_declares_the_same_deployments():
     deps = {d["name"]: d for d in spec["deployments"]}
     assert set(deps) == NAMES
     for d in deps.values():
-        flow = load_flow_from_entrypoint(str(ROOT / d["entrypoint"]))
+        flow = load_flow_from_entrypoint(d["entrypoint"])  # a module: no checkout needed
         assert flow.name == d["name"] and d["work_pool"]["name"] == "promptlake"
     assert deps["feedback"]["schedules"][0]["cron"] == Settings().feedback_cron

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.layout import read_json
-from tasks.download import DownloadError, detect_format, download
+from promptlake.storage.layout import read_json
+from promptlake.tasks.download import DownloadError, detect_format, download
 from tests.conftest import write_csv
 
 ROWS = [["a", "a cat", "http://x.test/a.jpg", 512, 512, "lexica"]]

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from storage.markers import Markers
-from storage.vectors import ModelMismatch, claim_namespace, read_vectors
-from tasks import embed
-from tasks.encoder import ModelLoadError, get_encoder
-from tasks.fetch import run_shard as fetch_shard
+from promptlake.storage.markers import Markers
+from promptlake.storage.vectors import ModelMismatch, claim_namespace, read_vectors
+from promptlake.tasks import embed
+from promptlake.tasks.encoder import ModelLoadError, get_encoder
+from promptlake.tasks.fetch import run_shard as fetch_shard
 from tests.conftest import make_shards
 
 
@@ -50,7 +50,7 @@ def test_vectors_match_transformers_reference_and_their_rows(data, fetched, embe
     img_ids, images = read_vectors(data.vectors(ns, "image", fetched[0]))
     model = CLIPModel.from_pretrained(embed_settings.clip_model).eval()
     proc = CLIPProcessor.from_pretrained(embed_settings.clip_model)
-    from tasks.plan import read_shard
+    from promptlake.tasks.plan import read_shard
 
     prompts = dict(
         zip(
@@ -66,7 +66,7 @@ def test_vectors_match_transformers_reference_and_their_rows(data, fetched, embe
         ).pooler_output
         ref = ref.detach().numpy()[0]
         assert np.dot(ref / np.linalg.norm(ref), text[k]) > 0.9999
-    from storage.image_cache import ImageCache
+    from promptlake.storage.image_cache import ImageCache
 
     blobs = ImageCache.open(data.image_cache).images(img_ids)
     for k in rng.permutation(len(img_ids))[:3]:
@@ -101,10 +101,10 @@ def test_rerun_does_no_model_work(data, fetched, embed_settings, monkeypatch):
     monkeypatch.setattr(enc, "encode_pixels", boom)
     assert embed.run_shard(fetched[1], data, embed_settings) == first
     # a fresh worker process would not even load the weights for a finished shard
-    import tasks.encoder
+    from promptlake.tasks import encoder as encoder_module
 
-    monkeypatch.setattr(tasks.encoder, "_CACHE", {})
-    monkeypatch.setattr(tasks.encoder.ClipEncoder, "__init__", boom)
+    monkeypatch.setattr(encoder_module, "_CACHE", {})
+    monkeypatch.setattr(encoder_module.ClipEncoder, "__init__", boom)
     assert embed.run_shard(fetched[1], data, embed_settings) == first
 
 
@@ -146,7 +146,7 @@ def test_gpu_slot_is_freed_when_its_holder_is_killed(tmp_path):
 
     device = f"test-{os.getpid()}"
     code = (
-        "import sys, time; from tasks.embed import gpu_slot\n"
+        "import sys, time; from promptlake.tasks.embed import gpu_slot\n"
         f"with gpu_slot({device!r}):\n    print('held', flush=True); time.sleep(60)"
     )
     env = {**os.environ, "PREFECT_API_URL": ""}
@@ -159,7 +159,7 @@ def test_gpu_slot_is_freed_when_its_holder_is_killed(tmp_path):
     assert holder.stdout.readline().strip() == b"held"
     import fcntl
 
-    from tasks.embed import _lock_path
+    from promptlake.tasks.embed import _lock_path
 
     with open(_lock_path(device), "a+b") as fh:
         with pytest.raises(BlockingIOError):  # held by the other process

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from flows.feedback import feedback_flow
-from flows.params import FeedbackParams
+from promptlake.flows.feedback import feedback_flow
+from promptlake.flows.params import FeedbackParams
 from promptlake.settings import store_url
-from storage.layout import DataDir
-from storage.markers import Markers
-from storage.store import Filters, open_store
-from tasks.feedback import STAGE, pick_inputs
-from tasks.metadata import read_metadata
-from tasks.plan import read_shard
-from tasks.search import SearchRequest, search
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
+from promptlake.storage.store import Filters, open_store
+from promptlake.tasks.feedback import STAGE, pick_inputs
+from promptlake.tasks.metadata import read_metadata
+from promptlake.tasks.plan import read_shard
+from promptlake.tasks.search import SearchRequest, search
 from tests.api_servers import A1111Server
 from tests.conftest import artifacts_of
 
@@ -51,7 +51,7 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
                 "generator_height": 64,
             }
         )
-        monkeypatch.setattr("flows.feedback.query_settings", lambda *a, **kw: s)
+        monkeypatch.setattr("promptlake.flows.feedback.query_settings", lambda *a, **kw: s)
         assert [i.text for i in pick_inputs(data, s, ideas=[IDEA], limit=5)] == [IDEA, NOVEL]
         params = FeedbackParams(
             data_dir=str(data.root),

@@ -5,11 +5,11 @@ import json
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.ingest import ingest
-from flows.params import IngestParams
 from promptlake.cli import main
-from storage.layout import DataDir
-from storage.markers import Markers
+from promptlake.flows.ingest import ingest
+from promptlake.flows.params import IngestParams
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
 from tests.conftest import artifacts_of, write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -154,16 +154,16 @@ def test_embed_tasks_hold_the_gpu_limit(tmp_path, server, tiny_clip):
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.ingest import ensure_gpu_limit
+    from promptlake.flows.ingest import ensure_gpu_limit
     from promptlake.settings import Settings
-    from tasks.embed import embed_markers, embed_task
-    from tasks.encoder import get_encoder
+    from promptlake.tasks.embed import embed_markers, embed_task
+    from promptlake.tasks.encoder import get_encoder
     from tests.conftest import make_shards
 
     data = DataDir(tmp_path / "d")
     shards = make_shards(tmp_path, data, server, 40, shard_size=20)
     settings = Settings(data_dir=data.root, clip_model=tiny_clip, device="cpu")
-    from tasks.fetch import run_shard
+    from promptlake.tasks.fetch import run_shard
 
     for s in shards:
         run_shard(s, data, settings)

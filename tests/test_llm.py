@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tasks.llm import ChatClient, ChatConfig, LLMError
-from tasks.refine import parse_variants
+from promptlake.tasks.llm import ChatClient, ChatConfig, LLMError
+from promptlake.tasks.refine import parse_variants
 from tests.api_servers import ChatServer, completion
 
 KEY = "sk-test-5ecret-key"

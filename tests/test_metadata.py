@@ -10,10 +10,16 @@ from PIL.PngImagePlugin import PngInfo
 
 from promptlake.cli import main
 from promptlake.settings import store_url
-from storage.layout import DataDir
-from storage.store import open_store
-from tasks.metadata import EXIF_IFD, USER_COMMENT, ImageMeta, read_metadata, save_with_metadata
-from tasks.search import SearchRequest, reverse, run
+from promptlake.storage.layout import DataDir
+from promptlake.storage.store import open_store
+from promptlake.tasks.metadata import (
+    EXIF_IFD,
+    USER_COMMENT,
+    ImageMeta,
+    read_metadata,
+    save_with_metadata,
+)
+from promptlake.tasks.search import SearchRequest, reverse, run
 
 # exactly as AUTOMATIC1111 writes it, quoted hash lists included
 A1111 = (

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.records import REQUIRED_COLUMNS
-from tasks.download import download
-from tasks.plan import PlanError, check_row, plan, read_shard, url_problem
+from promptlake.storage.records import REQUIRED_COLUMNS
+from promptlake.tasks.download import download
+from promptlake.tasks.plan import PlanError, check_row, plan, read_shard, url_problem
 from tests.conftest import write_csv
 
 GOOD = [
@@ -67,7 +67,7 @@ def test_malformed_csv_line_is_rejected_not_fatal(tmp_path, data):
 
 
 def test_same_input_gives_same_shards(tmp_path, data):
-    from storage.layout import DataDir
+    from promptlake.storage.layout import DataDir
 
     a = _plan(tmp_path, data, GOOD + BAD)
     other = DataDir(tmp_path / "other")
@@ -93,7 +93,7 @@ def test_missing_column_is_named(tmp_path, data):
 
 
 def test_gzip_and_parquet_sources_plan_alike(tmp_path, data):
-    from storage.layout import DataDir
+    from promptlake.storage.layout import DataDir
 
     csv_path = write_csv(tmp_path / "p.csv", GOOD + BAD)
     gz = tmp_path / "p.csv.gz"

@@ -6,16 +6,16 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from flows.params import RefineParams, SearchParams
-from flows.refine import refine_flow
-from flows.search import search_flow
 from promptlake.cli import main
-from storage.layout import DataDir
-from storage.store import Hit
-from tasks.llm import LLMError
-from tasks.metadata import ImageMeta, save_with_metadata
-from tasks.phrases import TokenBudget, split_phrases
-from tasks.refine import OfflineRefiner, RefineRequest, refine
+from promptlake.flows.params import RefineParams, SearchParams
+from promptlake.flows.refine import refine_flow
+from promptlake.flows.search import search_flow
+from promptlake.storage.layout import DataDir
+from promptlake.storage.store import Hit
+from promptlake.tasks.llm import LLMError
+from promptlake.tasks.metadata import ImageMeta, save_with_metadata
+from promptlake.tasks.phrases import TokenBudget, split_phrases
+from promptlake.tasks.refine import OfflineRefiner, RefineRequest, refine
 from tests.api_servers import ChatServer, completion
 from tests.conftest import artifacts_of
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage.image_cache import ImageCache
-from storage.layout import DataDir
-from storage.markers import Markers
-from storage.vectors import read_vectors
-from tasks.encoder import get_encoder
+from promptlake.storage.image_cache import ImageCache
+from promptlake.storage.layout import DataDir
+from promptlake.storage.markers import Markers
+from promptlake.storage.vectors import read_vectors
+from promptlake.tasks.encoder import get_encoder
 from tests.conftest import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     assert len(set(ids_all)) == len(ids_all)
     assert sorted(image_ids) == sorted(ok)
     # the store holds each valid row once and each fetched image once
-    from storage.status import status
+    from promptlake.storage.status import status
 
     report = status(data)
     assert report["store"] == {"prompts": N - 100, "images": len(deliverable)}

@@ -6,11 +6,11 @@ import pytest
 
 from promptlake.cli import main
 from promptlake.settings import store_url
-from storage.store import Filters, StoreError, open_store
-from storage.vectors import ModelMismatch
-from tasks import index, load
-from tasks.plan import read_shard
-from tasks.search import SearchRequest, search
+from promptlake.storage.store import Filters, StoreError, open_store
+from promptlake.storage.vectors import ModelMismatch
+from promptlake.tasks import index, load
+from promptlake.tasks.plan import read_shard
+from promptlake.tasks.search import SearchRequest, search
 from tests.fault_server import make_image
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.dialects import IndexParams, MyScaleDialect
-from storage.store import Filters, StoreError, open_store, parse_store_url
-from storage.vectors import ModelMismatch
+from promptlake.storage.dialects import IndexParams, MyScaleDialect
+from promptlake.storage.store import Filters, StoreError, open_store, parse_store_url
+from promptlake.storage.vectors import ModelMismatch
 
 DIM = 16
 SERVER = os.environ.get("PROMPTLAKE_TEST_CLICKHOUSE_URL")
@@ -139,7 +139,7 @@ def test_myscale_sql_text():
     )
     assert "system.vector_indices" in d.index_status()
     assert d.filtered_search_settings(8) == ""  # MyScale pre-filters
-    from storage.dialects import ClickHouseDialect
+    from promptlake.storage.dialects import ClickHouseDialect
 
     assert (
         "vector_search_index_fetch_multiplier = 8"
@@ -157,7 +157,7 @@ def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
 
     url = f"chdb://{tmp_path / 'held'}"
     code = (
-        f"from storage.store import open_store; import time; open_store({url!r})"
+        f"from promptlake.storage.store import open_store; import time; open_store({url!r})"
         ".ensure_schema('m', 4); print('held', flush=True); time.sleep(60)"
     )
     root = Path(__file__).resolve().parents[1]
