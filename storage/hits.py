@@ -64,3 +64,8 @@ def lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict
     if origin == "dataset":
         return {}
     return {"parent_ids": list(parents), "trigger": trigger, "created_at": created}
+
+
+class StoreBusy(StoreError):
+    """Another process held the embedded store for longer than this one may wait; the message
+    names the holder and what to do."""

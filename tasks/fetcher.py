@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from promptlake.settings import Settings
+from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _HOST_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -52,20 +51,6 @@ def _host_slot(host: str, cap: int) -> threading.BoundedSemaphore:
         return _HOST_SLOTS.setdefault((host, cap), threading.BoundedSemaphore(cap))
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
 class Fetcher:
     """Downloads URLs over one pooled session; safe to call from many threads."""
 
@@ -99,14 +84,14 @@ class Fetcher:
                 body, code = self._attempt(url)
             return Download("ok", body, code, attempts=attempt)
         except _Failure as f:
-            retry_in = self._delay(attempt, f.wait) if f.retry else None
+            retry_in = (
+                backoff_delay(
+                    attempt, base=self.s.backoff_base, most=self.s.backoff_max, retry_after=f.wait
+                )
+                if f.retry
+                else None
+            )
             return Download(f.status, b"", f.http_status, f.error, attempt, retry_in)
-
-    def _delay(self, attempt: int, wait: float | None) -> float:
-        if wait is not None:  # the server said when: honour it, within our own ceiling
-            return min(wait, self.s.backoff_max)
-        base = min(self.s.backoff_max, self.s.backoff_base * 2 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
 
     def _attempt(self, url: str) -> tuple[bytes, int]:
         timeout = (self.s.connect_timeout, self.s.read_timeout)

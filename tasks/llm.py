@@ -6,14 +6,13 @@ key is sent only in the Authorization header and is scrubbed from every error me
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 
-from promptlake.tasks.fetcher import retry_after_seconds
+from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -67,18 +66,17 @@ def post_with_retries(
     base, most = backoff
     for attempt in range(retries + 1):
         last = attempt == retries
-        delay = min(most, base * 2**attempt) * (0.5 + random.random() / 2)
         try:
             reply = session.post(url, json=body, headers=headers, timeout=timeout)
         except requests.RequestException as exc:
             if last:
                 raise error(scrub(f"endpoint {url} failed: {exc}")) from None
-            time.sleep(delay)
+            time.sleep(backoff_delay(attempt + 1, base=base, most=most))
             continue
         if reply.status_code not in RETRY_STATUSES or last:
             return reply
         after = retry_after_seconds(reply.headers.get("Retry-After"))
-        time.sleep(min(most, max(delay, after)) if after is not None else delay)
+        time.sleep(backoff_delay(attempt + 1, base=base, most=most, retry_after=after))
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
 

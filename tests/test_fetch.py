@@ -5,9 +5,9 @@ from PIL import Image
 
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.markers import Markers
+from promptlake.tasks.backoff import retry_after_seconds
 from promptlake.tasks.download import download
 from promptlake.tasks.fetch import read_status, run_shard
-from promptlake.tasks.fetcher import retry_after_seconds
 from promptlake.tasks.plan import plan
 from tests.conftest import write_csv
 from tests.fault_server import FaultServer, make_image

@@ -3,6 +3,7 @@ the top level of site-packages, and the installed ``promptlake`` command ingests
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,13 @@ def _run(cmd, **kw):
 
 
 def _wheel(out: Path) -> Path:
+    """Build from a copy of the checkout: an in-place build leaves ``build/`` behind, whose stale
+    files a later wheel would carry."""
+    src = out / "src"
+    skip = shutil.ignore_patterns(".git", ".venv*", "build", "demo", "data", "*.egg-info")
+    shutil.copytree(ROOT, src, ignore=skip)
     build = ["wheel", "--no-deps", "--no-build-isolation", "-q"]
-    _run([sys.executable, "-m", "pip", *build, "-w", str(out), str(ROOT)], cwd=out)
+    _run([sys.executable, "-m", "pip", *build, "-w", str(out), str(src)], cwd=out)
     (wheel,) = out.glob("promptlake-*.whl")
     return wheel
 
