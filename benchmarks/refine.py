@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptlake.sample_data import SUBJECTS
+from promptlake.settings import get_settings
 from promptlake.storage.layout import DataDir
 from promptlake.tasks.refine import RefineRequest, refine
 from promptlake.tasks.search import SearchRequest, query_settings, search
@@ -42,7 +43,7 @@ def main() -> int:
     parser.add_argument("-k", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    s = query_settings(args.data_dir, None)
+    s = query_settings(get_settings(data_dir=args.data_dir))
     data = DataDir(s.data_dir)
     ideas = [f"{subject}, quiet mood" for subject in SUBJECTS] * args.rounds
     search(SearchRequest(text="warm up", log=False), data, s)  # model load, store open

@@ -17,8 +17,9 @@ TAGS = ["promptlake"]
 
 
 def deployments(settings: Settings) -> list:
-    """ingest (manual, full form), resume, feedback (cron), search and refine (ad hoc)."""
-    data = {"data_dir": str(settings.data_dir.resolve())}
+    """ingest (manual, full form), resume, feedback (cron), search and refine (ad hoc). Their
+    parameters left unset resolve from the serving process's settings when a run starts."""
+    data: dict = {}  # every field optional: runs need no parameter at all
     return [
         ingest.to_deployment(
             name="ingest",

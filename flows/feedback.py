@@ -21,13 +21,16 @@ class FeedbackFailed(RuntimeError):
 def feedback_flow(params: FeedbackParams) -> list[ShardStats]:
     """Refine weakly served searches and given ideas into new prompts (and images) with their
     lineage; inputs already done are skipped, so a repeated run adds nothing twice."""
-    settings = query_settings(params.data_dir, params.model, store_url=params.store_url)
-    limit = settings.feedback_max_inputs if params.max_inputs is None else params.max_inputs
+    settings = query_settings(params.settings())
     data = DataDir(settings.data_dir)
     inputs = pick_inputs(
-        data, settings, ideas=params.ideas, limit=limit, searches=params.use_searches
+        data,
+        settings,
+        ideas=params.ideas,
+        limit=settings.feedback_max_inputs,
+        searches=params.use_searches,
     )
-    opts = FeedbackOptions(params.n, params.k, params.llm, params.generate)
+    opts = FeedbackOptions(settings.refine_n, settings.refine_k, params.llm, params.generate)
     done, failed = [], {}
     for inp in inputs:  # one at a time, in this process: the embedded store is single-process
         state = feedback_task(inp, str(data.root), settings, opts, return_state=True)

@@ -13,13 +13,14 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from promptlake.flows.params import IngestParams, ResumeParams
 from promptlake.flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
-from promptlake.settings import Settings, get_settings
+from promptlake.settings import Settings
+from promptlake.storage.layout import DataDir
 from promptlake.storage.records import PlanManifest, SourceInfo
 from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
 from promptlake.tasks.index import index_task
-from promptlake.tasks.load import load_task
+from promptlake.tasks.load import load_task, retain_task
 from promptlake.tasks.plan import plan_task
 
 
@@ -39,19 +40,6 @@ class IngestSummary:
         return {r.stage: r.failed for r in self.stages if r.failed}
 
 
-def _settings(p: IngestParams) -> Settings:
-    return get_settings(
-        data_dir=p.data_dir,
-        shard_size=p.shard_size,
-        fetch_workers=p.fetch_workers,
-        allow_file_urls=p.allow_file_urls if p.allow_file_urls is not None else p.image_folder,
-        shard_concurrency=p.shard_concurrency,
-        clip_model=p.model,
-        device=p.device,
-        store_url=p.store_url,
-    )
-
-
 def ensure_gpu_limit(slots: int) -> None:
     """Create the GPU concurrency limit if the server lacks it (an operator's value is kept)."""
     with get_client(sync_client=True) as client:
@@ -69,7 +57,7 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
     stages = [
         Stage(
             fetch_task.with_options(**retry),
-            p.shard_concurrency,
+            s.shard_concurrency,
             {**common, "retry_failed": p.retry_failed},
         )
     ]
@@ -85,28 +73,33 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
 @flow(name="ingest", log_prints=True)
 def ingest(params: IngestParams) -> IngestSummary:
     """Ingest a prompt dataset into the data dir, up to ``params.until``; safe to rerun."""
-    settings = _settings(params)
-    data_dir = str(settings.data_dir)
-    params.model_copy(update={"data_dir": str(settings.data_dir.resolve())}).record()
+    settings = params.settings()
+    data = DataDir(settings.data_dir)
+    data_dir = str(data.root)
+    params.record(data)
     summary = IngestSummary(source=download_task(params.source, data_dir))
     if params.runs("plan"):
         summary.plan = plan_task(
-            summary.source, data_dir, params.shard_size, params.limit, force=params.force
+            summary.source, data_dir, settings.shard_size, params.limit, force=params.force
         )
     if params.runs("fetch"):
         with ThreadPoolTaskRunner(max_workers=1) as local:
             stages = _stages(params, settings, local)
             shards = [s.name for s in summary.plan.shards]
             workers = sum(st.limit for st in stages if st.runner is None)
-            with make_runner(params.runner, workers, params.dask_address) as runner:
+            with make_runner(settings.runner, workers, settings.dask_address) as runner:
                 summary.stages = run_pipeline(
                     stages, shards, runner=runner, progress=params.progress
                 )
+            if params.runs("load") and not summary.failed:
+                local.submit(
+                    retain_task, {"data_dir": data_dir, "settings": settings, "shards": shards}
+                ).result()
             if params.runs("index") and not summary.failed:
                 summary.index = local.submit(
                     index_task, {"data_dir": data_dir, "settings": settings}
                 ).result()
-    _report(summary, params)
+    _report(summary, params, data)
     if summary.failed:
         lines = [f"{stage}: {', '.join(sorted(f))}" for stage, f in summary.failed.items()]
         raise ShardsFailed(
@@ -116,10 +109,10 @@ def ingest(params: IngestParams) -> IngestSummary:
     return summary
 
 
-def _report(summary: IngestSummary, params: IngestParams) -> None:
+def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None:
     """Markdown and table artifacts, and one log line, describing the run."""
     plan = summary.plan
-    md = [f"# ingest `{params.source}`", f"data dir: `{params.data_dir}`, until `{params.until}`"]
+    md = [f"# ingest `{params.source}`", f"data dir: `{data.root}`, until `{params.until}`"]
     if plan:
         md.append(
             f"- rows: {plan.rows_total:,} total, {plan.rows_valid:,} valid, "
@@ -148,7 +141,7 @@ def _report(summary: IngestSummary, params: IngestParams) -> None:
 def resume(params: ResumeParams) -> IngestSummary:
     """Rerun the failed and missing shards of a data dir with its last ingest's parameters
     (finished shards are skipped by their markers)."""
-    saved = IngestParams.recorded(params.data_dir)
+    saved = IngestParams.recorded(DataDir(params.settings().data_dir))
     update = {"retry_failed": params.retry_failed, "force": False, "progress": params.progress}
     if params.runner:
         update["runner"] = params.runner

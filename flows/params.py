@@ -1,25 +1,86 @@
-"""Flow parameters as pydantic models: the Prefect UI renders them as forms."""
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms.
+
+A parameter that mirrors a setting (``shard_size``, ``data_dir``, ``k``…) is declared with
+:func:`setting`: left unset it stays ``None`` and resolves from ``Settings`` — the environment of
+the process that runs the flow (``promptlake serve``, a worker, the CLI) — at run time. Defaults
+live in ``Settings`` only.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptlake.storage.layout import read_json, write_json
+from promptlake.settings import Settings, get_settings
+from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.records import STAGES
-from promptlake.storage.store import Filters
+from promptlake.storage.store import Filters, parse_store_url
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
 
 
-def recorded_path(data_dir: str) -> Path:
-    return Path(data_dir) / "state" / "ingest.json"
+class _FromSetting:
+    """JSON-schema hook of a :func:`setting` field: a plain input (no "null" switch) showing the
+    setting's current value as its default."""
+
+    def __init__(self, name: str) -> None:
+        self.setting = name
+
+    def __call__(self, schema: dict[str, Any]) -> None:
+        branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+        if len(branches) == 1:
+            schema.update(branches[0])
+        value = getattr(Settings(), self.setting)
+        schema.pop("default", None)
+        if value is not None:  # what the run would use if the field stays as it is
+            schema["default"] = str(value.resolve()) if isinstance(value, Path) else value
 
 
-class IngestParams(BaseModel):
+def setting(name: str, description: str, **constraints: Any) -> Any:
+    """A parameter that overrides ``Settings.<name>`` when given, and is that setting when not."""
+    if name not in Settings.model_fields:
+        raise ValueError(f"no setting named {name!r}")
+    env = f"PROMPTLAKE_{name.upper()}"
+    return Field(
+        None,
+        description=f"{description} Unset: {env} of the process that runs it.",
+        json_schema_extra=_FromSetting(name),
+        **constraints,
+    )
+
+
+class FlowParams(BaseModel):
+    """Parameters of one flow; ``settings()`` is what the run uses."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt parameter is an error, not ignored
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings from the environment, with every parameter the user set on top."""
+        given = {}
+        for name, field in type(self).model_fields.items():
+            hook = field.json_schema_extra
+            if isinstance(hook, _FromSetting) and getattr(self, name) is not None:
+                given[hook.setting] = getattr(self, name)
+        return get_settings(**given, **overrides)
+
+    @field_validator("store_url", check_fields=False)
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        """Parameters show in the Prefect UI and in state files: a password must not travel
+        in them."""
+        if url and parse_store_url(url).password:
+            raise ValueError(
+                "a store URL given as a parameter must not carry a password (parameters show in "
+                "the Prefect UI): set PROMPTLAKE_STORE_URL with the password in the environment "
+                "of the process that runs the flow"
+            )
+        return url
+
+
+class IngestParams(FlowParams):
     """What to ingest and how far."""
 
     source: str = Field(
@@ -28,48 +89,64 @@ class IngestParams(BaseModel):
         "from their A1111/ComfyUI metadata), an http(s) URL, or kaggle:owner/dataset",
         examples=["kaggle:tanreinama/900k-diffusion-prompts-dataset"],
     )
-    data_dir: str = Field("./data", description="Data directory for every stage's output.")
-    shard_size: int = Field(1000, ge=1, le=1_000_000, description="Valid rows per shard.")
+    data_dir: str | None = setting("data_dir", "Data directory for every stage's output.")
+    shard_size: int | None = setting("shard_size", "Valid rows per shard.", ge=1, le=1_000_000)
     limit: int | None = Field(None, ge=1, description="Read only the first N rows.")
     until: Stage = Field("index", description="Last stage to run.")
     retry_failed: bool = Field(False, description="Re-fetch failed rows of finished shards.")
     force: bool = Field(False, description="Redo finished shards (re-plans from scratch).")
-    shard_concurrency: int = Field(2, ge=1, le=64, description="Shards processed at once.")
-    runner: Literal["thread", "process", "dask"] = Field(
-        "process",
-        description="Run shard tasks in threads of the flow's process, in worker processes "
-        "(true parallelism), or on a Dask cluster (see dask_address).",
+    shard_concurrency: int | None = setting(
+        "shard_concurrency", "Shards processed at once.", ge=1, le=64
     )
-    dask_address: str | None = Field(
-        None, description="Scheduler address (tcp://host:8786) for runner=dask; none: local."
+    runner: Literal["thread", "process", "dask"] | None = setting(
+        "runner",
+        "Run shard tasks in threads of the flow's process, in worker processes (true "
+        "parallelism), or on a Dask cluster (see dask_address).",
     )
-    model: str | None = Field(None, description="CLIP hub name or local directory.")
-    device: str | None = Field(None, description="auto, cpu, cuda, cuda:N or mps.")
-    store_url: str | None = Field(
-        None, description="chdb:///path (default: <data_dir>/store), clickhouse://… or myscale://…"
+    dask_address: str | None = setting(
+        "dask_address", "Scheduler address (tcp://host:8786) for runner=dask; none: local."
     )
-    fetch_workers: int | None = Field(None, ge=1, le=512, description="HTTP threads per shard.")
-    allow_file_urls: bool | None = Field(None, description="Allow file:// image URLs.")
+    clip_model: str | None = setting("clip_model", "CLIP hub name or local directory.")
+    device: str | None = setting("device", "auto, cpu, cuda, cuda:N or mps.")
+    store_url: str | None = setting(
+        "store_url", "chdb:///path (default: <data_dir>/store), clickhouse://… or myscale://…"
+    )
+    fetch_workers: int | None = setting("fetch_workers", "HTTP threads per shard.", ge=1, le=512)
+    allow_file_urls: bool | None = setting("allow_file_urls", "Allow file:// image URLs.")
     progress: bool = Field(False, description="Show tqdm bars (for terminals).")
 
-    def record(self) -> None:
-        """Remember these parameters in the data dir, for ``resume``."""
-        update = {"force": False, "retry_failed": False, "progress": False}
+    def settings(self, **overrides: Any) -> Settings:
+        """A folder of images is read through file:// URLs: allowed unless the user said no."""
+        if self.allow_file_urls is None and self.image_folder:
+            overrides.setdefault("allow_file_urls", True)
+        return super().settings(**overrides)
+
+    def record(self, data: DataDir) -> None:
+        """Remember this ingest in ``data``, for ``resume``: what the user set, with the shard
+        size resolved (the plan depends on it); the rest resolves again when resuming."""
+        update = {
+            "force": False,
+            "retry_failed": False,
+            "progress": False,
+            "data_dir": str(data.root),
+            "shard_size": self.settings().shard_size,
+        }
         if Path(self.source).expanduser().exists():  # a deployment may run in another directory
             update["source"] = str(Path(self.source).expanduser().resolve())
-        saved = self.model_copy(update=update)
-        write_json(recorded_path(self.data_dir), saved.model_dump(mode="json"))
+        write_json(data.ingest_record, self.model_copy(update=update).model_dump(mode="json"))
 
     @classmethod
-    def recorded(cls, data_dir: str) -> IngestParams:
-        """The parameters of the last ingest into ``data_dir``."""
-        path = recorded_path(data_dir)
-        if not path.exists():
+    def recorded(cls, data: DataDir) -> IngestParams:
+        """The parameters of the last ingest into ``data``."""
+        if not data.ingest_record.exists():
             raise FileNotFoundError(
-                f"no ingest was started in {data_dir} ({path} is missing): run "
+                f"no ingest was started in {data.root} ({data.ingest_record} is missing): run "
                 "`promptlake ingest SOURCE --data-dir DIR` first"
             )
-        return cls.model_validate(read_json(path))
+        saved = read_json(data.ingest_record)
+        if "model" in saved:  # recorded before the field took the setting's name
+            saved["clip_model"] = saved.pop("model")
+        return cls.model_validate(saved)
 
     @property
     def image_folder(self) -> bool:
@@ -81,7 +158,7 @@ class IngestParams(BaseModel):
         return STAGES.index(stage) <= STAGES.index(self.until)
 
 
-class QueryParams(BaseModel):
+class QueryParams(FlowParams):
     """Where to search and which rows qualify (shared by search and refine)."""
 
     image: str | None = Field(
@@ -91,9 +168,9 @@ class QueryParams(BaseModel):
     min_width: int | None = Field(None, ge=0, description="Only images at least this wide.")
     min_height: int | None = Field(None, ge=0, description="Only images at least this tall.")
     origin: str | None = Field(None, description="Only rows of this origin: dataset, feedback.")
-    data_dir: str = Field("./data", description="Data directory the store was built in.")
-    model: str | None = Field(None, description="CLIP model; default: the one of the store.")
-    store_url: str | None = Field(None, description="Store URL; default: <data_dir>/store.")
+    data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
+    clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
+    store_url: str | None = setting("store_url", "Store URL; default: <data_dir>/store.")
 
     def filters(self) -> Filters:
         return Filters(self.source_site, self.min_width, self.min_height, self.origin)
@@ -104,7 +181,7 @@ class SearchParams(QueryParams):
 
     text: str | None = Field(None, description="What to look for.", examples=["a cat on a sofa"])
     target: Literal["prompts", "images"] = Field("prompts", description="What to return.")
-    k: int = Field(10, ge=1, le=1000, description="How many hits.")
+    k: int | None = setting("search_k", "How many hits.", ge=1, le=1000)
     use_metadata: bool = Field(
         True, description="Image alone → prompts: answer from the image's own metadata first."
     )
@@ -114,8 +191,8 @@ class RefineParams(QueryParams):
     """A refine: a rough idea (and/or an image) in, better prompts drawn from neighbours out."""
 
     idea: str = Field("", description="A rough idea.", examples=["a cat sleeping on the sofa"])
-    n: int = Field(3, ge=1, le=20, description="Variants to write.")
-    k: int = Field(12, ge=1, le=200, description="Neighbours to draw from.")
+    n: int | None = setting("refine_n", "Variants to write.", ge=1, le=20)
+    k: int | None = setting("refine_k", "Neighbours to draw from.", ge=1, le=200)
     llm: Literal["auto", "offline", "openai"] = Field(
         "auto",
         description="offline: deterministic from the neighbours; openai: the configured "
@@ -123,33 +200,31 @@ class RefineParams(QueryParams):
     )
 
 
-class FeedbackParams(BaseModel):
+class FeedbackParams(FlowParams):
     """A feedback run: weak searches and given ideas → refined prompts written back."""
 
-    data_dir: str = Field("./data", description="Data directory the store was built in.")
+    data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
     ideas: list[str] = Field(
         default_factory=list, description="Ideas to improve the store for (besides searches)."
     )
     use_searches: bool = Field(True, description="Also take recent weakly served searches.")
-    max_inputs: int | None = Field(
-        None, ge=0, le=1000, description="Inputs per run (default PROMPTLAKE_FEEDBACK_MAX_INPUTS)."
-    )
-    n: int = Field(3, ge=1, le=10, description="Variants per input.")
-    k: int = Field(12, ge=1, le=200, description="Neighbours each refine draws from.")
+    max_inputs: int | None = setting("feedback_max_inputs", "Inputs per run.", ge=0, le=1000)
+    n: int | None = setting("refine_n", "Variants per input.", ge=1, le=20)
+    k: int | None = setting("refine_k", "Neighbours each refine draws from.", ge=1, le=200)
     llm: Literal["auto", "offline", "openai"] = Field("auto", description="Refiner to use.")
     generate: bool = Field(
         False, description="Generate an image per variant with PROMPTLAKE_GENERATOR."
     )
-    model: str | None = Field(None, description="CLIP model; default: the one of the store.")
-    store_url: str | None = Field(None, description="Store URL; default: <data_dir>/store.")
+    clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
+    store_url: str | None = setting("store_url", "Store URL; default: <data_dir>/store.")
 
 
-class ResumeParams(BaseModel):
+class ResumeParams(FlowParams):
     """Rerun what is failed or missing in a data dir, with the parameters of its last ingest."""
 
-    data_dir: str = Field("./data", description="Data directory of the ingest to resume.")
+    data_dir: str | None = setting("data_dir", "Data directory of the ingest to resume.")
     retry_failed: bool = Field(False, description="Also re-fetch failed rows of done shards.")
-    runner: Literal["thread", "process", "dask"] | None = Field(
-        None, description="Override the runner of the recorded ingest."
+    runner: Literal["thread", "process", "dask"] | None = setting(
+        "runner", "Where shard tasks run (overrides the recorded ingest's)."
     )
     progress: bool = Field(False, description="Show tqdm bars (for terminals).")

@@ -27,12 +27,12 @@ def refine_markdown(result: RefineResult) -> list[str]:
 @flow(name="refine", log_prints=True)
 def refine_flow(params: RefineParams) -> dict:
     """Write ``n`` better prompts for an idea (or an image) from its ``k`` nearest prompts."""
-    settings = query_settings(params.data_dir, params.model, store_url=params.store_url)
+    settings = query_settings(params.settings())
     req = RefineRequest(
         idea=params.idea,
         image=params.image,
-        n=params.n,
-        k=params.k,
+        n=settings.refine_n,
+        k=settings.refine_k,
         llm=params.llm,
         filters=params.filters(),
     )

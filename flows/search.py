@@ -15,11 +15,13 @@ from promptlake.tasks.search import SearchRequest, query_settings, search_task
 def search_flow(params: SearchParams) -> list[dict]:
     """Nearest prompts or images to a text and/or an image; an image alone asking for prompts
     is a reverse search (its own A1111/ComfyUI metadata first)."""
-    settings = query_settings(params.data_dir, params.model, store_url=params.store_url)
-    req = SearchRequest(params.text, params.image, params.target, params.k, params.filters())
+    settings = query_settings(params.settings())
+    req = SearchRequest(
+        params.text, params.image, params.target, settings.search_k, params.filters()
+    )
     hits = search_task(req, settings, use_metadata=params.use_metadata)
     query = " + ".join(x for x in (params.text, params.image and f"image {params.image}") if x)
-    lines = [f"**{query}** → {params.target}, k={params.k}", ""]
+    lines = [f"**{query}** → {params.target}, k={req.k}", ""]
     if hits and hits[0].origin.startswith("metadata:"):
         lines.insert(1, f"exact prompt from the image's {hits[0].origin[9:]} metadata")
     publish("search-results", "search", lines + hits_markdown(hits), hits_rows(hits), query)

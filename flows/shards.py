@@ -3,6 +3,7 @@ in the terminal (tqdm) and the Prefect UI (progress and table artifacts)."""
 
 from __future__ import annotations
 
+import queue
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
@@ -76,6 +77,7 @@ def run_pipeline(
     arts = [
         create_progress_artifact(0.0, description=f"{r.stage}: shards finished") for r in results
     ]
+    done_q: queue.Queue[PrefectFuture] = queue.Queue()
     while any(queues) or running:
         for i in reversed(range(len(stages))):  # downstream first: finish shards early
             busy = sum(1 for s, _ in running.values() if s == i)
@@ -84,8 +86,10 @@ def run_pipeline(
                 on = stages[i].runner or runner
                 fut = on.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
                 running[fut], busy = (i, shard), busy + 1
-        # Prefect's wait() waits for all; a short timeout turns it into "whichever finished"
-        for fut in wait(list(running), timeout=0.5).done:
+                # not prefect.futures.wait(timeout=…): in the main thread its timeout is a
+                # SIGALRM that can strike inside threading's locks ("release unlocked lock")
+                fut.add_done_callback(done_q.put)
+        for fut in _finished(done_q):
             i, shard = running.pop(fut)
             if _collect(fut, shard, results[i]) and i + 1 < len(stages):
                 queues[i + 1].append(shard)
@@ -95,6 +99,20 @@ def run_pipeline(
     for bar in bars:
         bar.close()
     return results
+
+
+def _finished(finished: queue.Queue[PrefectFuture]) -> list[PrefectFuture]:
+    """At least one finished future (waiting in short steps, so signals get through), plus any
+    others that finished meanwhile."""
+    while True:
+        try:
+            done = [finished.get(timeout=1.0)]
+            break
+        except queue.Empty:
+            continue
+    while not finished.empty():
+        done.append(finished.get_nowait())
+    return done
 
 
 def _collect(fut: PrefectFuture, shard: str, result: StageResult) -> bool:

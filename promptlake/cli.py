@@ -22,7 +22,9 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
         "source", help="path (.csv, .csv.gz, .parquet), http(s) URL or kaggle:owner/name"
     )
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--shard-size", type=int, help="valid rows per shard (default 1000)")
+    p.add_argument(
+        "--shard-size", type=int, help="valid rows per shard ($PROMPTLAKE_SHARD_SIZE or 1000)"
+    )
     p.add_argument("--limit", type=int, help="read only the first N rows")
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     p.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows")
@@ -32,8 +34,8 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--runner",
         choices=["thread", "process", "dask"],
-        default="process",
-        help="shard tasks in threads, worker processes (default) or on a Dask cluster",
+        help="shard tasks in threads, worker processes or on a Dask cluster "
+        "($PROMPTLAKE_RUNNER or process)",
     )
     p.add_argument("--dask-address", help="Dask scheduler (tcp://host:8786); none: local cluster")
     p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
@@ -61,7 +63,7 @@ def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
         retry_failed=False,
         workers=None,
         shard_concurrency=None,
-        runner="thread",
+        runner=None,
         dask_address=None,
         allow_file_urls=True,
     )
@@ -81,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("ideas", nargs="*", help="ideas to improve the store for")
     fb.add_argument("--data-dir", help=DATA_DIR_HELP)
     fb.add_argument("--no-searches", action="store_true", help="only the given ideas")
-    fb.add_argument("--max-inputs", type=int, help="inputs this run (default 20)")
-    fb.add_argument("-n", type=int, default=3, help="variants per input (default 3)")
+    fb.add_argument(
+        "--max-inputs", type=int, help="inputs this run ($PROMPTLAKE_FEEDBACK_MAX_INPUTS or 20)"
+    )
+    fb.add_argument("-n", type=int, help="variants per input ($PROMPTLAKE_REFINE_N or 3)")
     fb.add_argument("--llm", choices=["auto", "offline", "openai"], default="auto")
     fb.add_argument("--generate", action="store_true", help="an image per variant (GENERATOR)")
     sv = sub.add_parser("serve", help="serve the deployments (ingest, resume, feedback, …)")
@@ -97,32 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from promptlake.flows.ingest import ingest
     from promptlake.flows.params import IngestParams
-    from promptlake.settings import get_settings
 
-    s = get_settings(
-        data_dir=args.data_dir, shard_size=args.shard_size, shard_concurrency=args.shard_concurrency
-    )
     params = IngestParams(
         source=args.source,
-        data_dir=str(s.data_dir),
-        shard_size=s.shard_size,
+        data_dir=args.data_dir,
+        shard_size=args.shard_size,
         limit=args.limit,
         until=args.until,
         retry_failed=args.retry_failed,
         force=args.force,
-        shard_concurrency=s.shard_concurrency,
+        shard_concurrency=args.shard_concurrency,
         runner=args.runner,
         dask_address=args.dask_address,
-        model=args.model,
+        clip_model=args.model,
         device=args.device,
         fetch_workers=args.workers,
         allow_file_urls=args.allow_file_urls,
         progress=sys.stderr.isatty(),
     )
-    return run_then_status(ingest, params, params.data_dir)
+    return run_then_status(ingest, params)
 
 
-def run_then_status(flow_fn, params, data_dir: str) -> int:
+def run_then_status(flow_fn, params) -> int:
     """Run an ingest-like flow, then print the data dir's status (exit 1 on failed shards)."""
     from promptlake.flows.ingest import ShardsFailed
 
@@ -132,6 +132,7 @@ def run_then_status(flow_fn, params, data_dir: str) -> int:
     except ShardsFailed as exc:
         print(f"promptlake: {exc}", file=sys.stderr)
         return 1
+    data_dir = str(params.settings().data_dir)
     return cmd_status(argparse.Namespace(data_dir=data_dir, json=False))
 
 
@@ -172,25 +173,22 @@ def prefect_api() -> Iterator[None]:
 def cmd_resume(args: argparse.Namespace) -> int:
     from promptlake.flows.ingest import resume
     from promptlake.flows.params import ResumeParams
-    from promptlake.settings import get_settings
 
-    data_dir = str(get_settings(data_dir=args.data_dir).data_dir)
     params = ResumeParams(
-        data_dir=data_dir,
+        data_dir=args.data_dir,
         retry_failed=args.retry_failed,
         runner=args.runner,
         progress=sys.stderr.isatty(),
     )
-    return run_then_status(resume, params, data_dir)
+    return run_then_status(resume, params)
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     from promptlake.flows.feedback import FeedbackFailed, feedback_flow
     from promptlake.flows.params import FeedbackParams
-    from promptlake.settings import get_settings
 
     params = FeedbackParams(
-        data_dir=str(get_settings(data_dir=args.data_dir).data_dir),
+        data_dir=args.data_dir,
         ideas=args.ideas,
         use_searches=not args.no_searches,
         max_inputs=args.max_inputs,
@@ -216,8 +214,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from promptlake.deployments.serve import serve_all
     from promptlake.settings import get_settings
 
-    settings = get_settings(data_dir=args.data_dir, feedback_cron=args.feedback_cron)
-    serve_all(settings)
+    # flow runs resolve their settings from this process's environment: flags join it
+    if args.data_dir:
+        os.environ["PROMPTLAKE_DATA_DIR"] = os.path.abspath(args.data_dir)
+    if args.feedback_cron:
+        os.environ["PROMPTLAKE_FEEDBACK_CRON"] = args.feedback_cron
+    serve_all(get_settings())
     return 0
 
 

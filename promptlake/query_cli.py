@@ -29,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "the prompt in the image's own metadata when it has one, else CLIP neighbours",
     )
     p.add_argument("--target", choices=["prompts", "images"], default="prompts")
-    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument("-k", type=int, help="how many hits (default $PROMPTLAKE_SEARCH_K or 10)")
     p.add_argument(
         "--no-metadata", action="store_true", help="reverse search by CLIP even with metadata"
     )
@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("idea", nargs="?", default="", help="a rough idea, e.g. 'a cat on a sofa'")
     r.add_argument("--image", help="an image (path or URL) to refine from, or to add to the idea")
     r.add_argument("-n", type=int, help="variants to write (default $PROMPTLAKE_REFINE_N or 3)")
-    r.add_argument("-k", type=int, help="neighbours to draw from (default 12)")
+    r.add_argument("-k", type=int, help="neighbours to draw from ($PROMPTLAKE_REFINE_K or 12)")
     r.add_argument(
         "--llm",
         choices=["auto", "offline", "openai"],
@@ -49,23 +49,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _filter_args(r)
 
 
-def query_settings(args: argparse.Namespace):
-    from promptlake.tasks.search import query_settings
-
-    return query_settings(args.data_dir, args.model)
-
-
-def _filters(args: argparse.Namespace):
-    from promptlake.storage.store import Filters
-
-    return Filters(args.source_site, args.min_width, args.min_height, args.origin)
+def _params(cls, args: argparse.Namespace, **fields):
+    """The flow's parameter model from the flags: the CLI resolves settings like a flow run."""
+    common = ("image", "source_site", "min_width", "min_height", "origin", "data_dir")
+    return cls(clip_model=args.model, **{k: getattr(args, k) for k in common}, **fields)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from promptlake.tasks.search import SearchRequest, run
+    from promptlake.flows.params import SearchParams
+    from promptlake.tasks.search import SearchRequest, query_settings, run
 
-    settings = query_settings(args)
-    req = SearchRequest(args.text, args.image, args.target, args.k, _filters(args))
+    params = _params(SearchParams, args, text=args.text, target=args.target, k=args.k)
+    settings = query_settings(params.settings())
+    req = SearchRequest(args.text, args.image, args.target, settings.search_k, params.filters())
     hits = run(req, settings, use_metadata=not args.no_metadata)
     if args.json:
         print(json.dumps([asdict(h) for h in hits], indent=2))
@@ -99,17 +95,20 @@ def format_exact(prompt: str, extra: dict, tool: str) -> str:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
+    from promptlake.flows.params import RefineParams
     from promptlake.storage.layout import DataDir
     from promptlake.tasks.refine import RefineRequest, refine
+    from promptlake.tasks.search import query_settings
 
-    settings = query_settings(args)
+    params = _params(RefineParams, args, idea=args.idea or "", n=args.n, k=args.k, llm=args.llm)
+    settings = query_settings(params.settings())
     req = RefineRequest(
-        idea=args.idea or "",
-        image=args.image,
-        n=args.n or settings.refine_n,
-        k=args.k or settings.refine_k,
-        llm=args.llm,
-        filters=_filters(args),
+        idea=params.idea,
+        image=params.image,
+        n=settings.refine_n,
+        k=settings.refine_k,
+        llm=params.llm,
+        filters=params.filters(),
     )
     result = refine(req, DataDir(settings.data_dir), settings)
     if args.json:

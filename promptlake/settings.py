@@ -16,6 +16,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="Where all stage outputs live.")
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="Valid rows per shard.")
     shard_concurrency: int = Field(2, ge=1, le=64, description="Shards processed at once.")
+    runner: str = Field(
+        "process",
+        pattern="^(thread|process|dask)$",
+        description="Where shard tasks run: threads of the flow's process, worker processes, "
+        "or a Dask cluster.",
+    )
+    dask_address: str | None = Field(
+        None, description="Dask scheduler (tcp://host:8786) for runner dask; none: a local one."
+    )
     task_retries: int = Field(2, ge=0, le=20, description="Prefect retries of a failed shard.")
     task_retry_delay: float = Field(10.0, ge=0, description="Seconds between those retries.")
 
@@ -66,7 +75,8 @@ class Settings(BaseSettings):
     hnsw_quantization: str = Field("bf16", pattern="^(f64|f32|f16|bf16|i8|b1)$")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW neighbours per node.")
     hnsw_ef_construction: int = Field(128, ge=8, le=4096)
-    # refine
+    # search and refine
+    search_k: int = Field(10, ge=1, le=1000, description="Hits a search returns.")
     llm_base_url: str | None = Field(
         None,
         description="OpenAI-compatible endpoint (https://api.openai.com/v1, "

@@ -59,6 +59,29 @@ class DataDir:
     def state_dir(self, stage: str) -> Path:
         return self.root / "state" / stage
 
+    def shard_work(self) -> list[Path]:
+        """What the stages made from the plan on (a forced ingest redoes all of it)."""
+        stages = [self.state_dir(s) for s in ("fetch", "embed", "load", "index")]
+        return [self.plan_dir, self.root / "fetch", self.root / "embed", *stages]
+
+    @property
+    def ingest_record(self) -> Path:
+        """The parameters of the last ingest, for ``resume``."""
+        return self.root / "state" / "ingest.json"
+
+    @property
+    def index_marker(self) -> Path:
+        return self.state_dir("index") / "store.json"
+
+    @property
+    def scanned_images(self) -> Path:
+        """A folder source, scanned into a dataset of its images' metadata."""
+        return self.source_dir / "images.parquet"
+
+    @property
+    def feedback_images(self) -> Path:
+        return self.root / "feedback" / "images"
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:

@@ -41,9 +41,6 @@ class Markers:
         write_json(self.path(stats.shard), {**stats.to_dict(), "finished_at": time.time()})
         self.error_path(stats.shard).unlink(missing_ok=True)
 
-    def clear(self, shard: str) -> None:
-        self.path(shard).unlink(missing_ok=True)
-
     def record_failure(self, shard: str, exc: BaseException) -> None:
         """Remember why a shard failed, so ``status`` and ``resume`` can say it."""
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

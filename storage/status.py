@@ -7,7 +7,7 @@ from typing import Any
 from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import SHARDED_STAGES, PlanManifest
-from promptlake.storage.vectors import namespaces
+from promptlake.storage.vectors import current_namespace, namespaces
 
 
 def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -16,11 +16,10 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
     (the others are listed)."""
     done_markers, extra = Markers(data, stage), {}
     if stage == "embed":
-        models = namespaces(data)
-        if models:
-            current = list(models)[-1]
-            done_markers = Markers(data, f"embed/{current}")
-            extra = {"model": models[current], "namespaces": list(models)}
+        found = current_namespace(data)
+        if found:
+            done_markers = Markers(data, f"embed/{found[0]}")
+            extra = {"model": found[1], "namespaces": list(namespaces(data))}
     done = {k: v for k, v in done_markers.all_done().items() if k in set(shards)}
     failures = {k: v for k, v in Markers(data, stage).failures().items() if k not in done}
     missing = [s for s in shards if s not in done and s not in failures]
@@ -63,7 +62,7 @@ def status(data: DataDir) -> dict[str, Any]:
     out["stages"], missing = {}, {}
     for stage in SHARDED_STAGES:
         out["stages"][stage], missing[stage] = stage_status(data, stage, shards)
-    index = data.state_dir("index") / "store.json"
+    index = data.index_marker
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
     out["resume"] = resume_plan(data, out, missing)
     loaded = Markers(data, "load").all_done().values()
@@ -92,7 +91,7 @@ def resume_plan(
     }
     fetch = report["stages"]["fetch"]
     retry_rows = fetch["rows_failed"] - fetch["by_status"].get("invalid_url", 0)
-    params = data.root / "state" / "ingest.json"
+    params = data.ingest_record
     return {
         "ingest_recorded": params.exists(),
         "stages": stages,

@@ -7,11 +7,12 @@ reaches SQL as a bound parameter; only identifiers of our own schema are formatt
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -20,6 +21,7 @@ from promptlake.storage.hits import Filters, Hit, StoreError, lineage
 from promptlake.storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     source_site LowCardinality(String), origin LowCardinality(String) DEFAULT 'dataset',
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
@@ -38,6 +40,15 @@ class StoreURL:
     password: str | None = None
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: what logs, markers and the UI may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def parse_store_url(url: str) -> StoreURL:
     """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
     parts = urlparse(url)
@@ -47,17 +58,26 @@ def parse_store_url(url: str) -> StoreURL:
             raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
         return StoreURL("chdb", path=path)
     if parts.scheme in ("clickhouse", "myscale"):
+        shown = redact_url(url)
         if not parts.hostname:
-            raise StoreError(f"store URL {url!r} has no host")
+            raise StoreError(f"store URL {shown!r} has no host")
+        database = parts.path.strip("/") or "promptlake"
+        if not _IDENTIFIER.fullmatch(database):  # it is formatted into SQL as an identifier
+            raise StoreError(
+                f"database name {database!r} in store URL {shown!r} must be letters, digits and "
+                "underscores, not starting with a digit"
+            )
         return StoreURL(
             parts.scheme,
             host=parts.hostname,
             port=parts.port,
-            database=parts.path.strip("/") or "promptlake",
+            database=database,
             user=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
-    raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")
+    raise StoreError(
+        f"unknown store URL {redact_url(url)!r}: use chdb:///path, clickhouse://… or myscale://…"
+    )
 
 
 class Store:
@@ -130,6 +150,21 @@ class Store:
         if rows.num_rows:
             self.client.insert_arrow(self.table(name), rows)
         return rows.num_rows
+
+    def retain_shards(self, name: str, keep: list[str]) -> int:
+        """Delete the dataset rows of table ``name`` whose shard is not in ``keep``: a source
+        planned again leaves no rows under shard names its plan no longer has. Returns how many
+        rows went."""
+        self._check_table(name)
+        exists = f"EXISTS TABLE {self.table(name)}"
+        if not self.client.query(exists).result_rows[0][0]:
+            return 0
+        where = f"FROM {self.table(name)} WHERE origin = 'dataset' AND "
+        where += "NOT has({keep:Array(String)}, shard)"
+        gone = self.client.query(f"SELECT count() {where}", parameters={"keep": keep})
+        if gone.result_rows[0][0]:
+            self.client.command(f"DELETE {where}", parameters={"keep": keep})
+        return int(gone.result_rows[0][0])
 
     def count(self, name: str) -> int:
         self._check_table(name)

@@ -67,6 +67,20 @@ def claim_namespace(data: DataDir, namespace: str, model: dict[str, Any]) -> Non
     write_json(path, model)
 
 
+def current_namespace(
+    data: DataDir, prefer: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The embedding namespace that loads, searches and status use: ``prefer`` (the configured
+    model's) when it exists, else the newest one; None when nothing was embedded yet."""
+    found = namespaces(data)
+    if prefer in found:
+        return prefer, found[prefer]
+    if not found:
+        return None
+    newest = list(found)[-1]
+    return newest, found[newest]
+
+
 def namespaces(data: DataDir) -> dict[str, dict[str, Any]]:
     """Every embedding namespace of ``data`` with its model record, oldest first."""
     root = data.root / "embed"

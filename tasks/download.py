@@ -123,7 +123,7 @@ def _from_directory(folder: Path, data: DataDir) -> Path:
     """A folder of generated images: a parquet dataset of their metadata prompts."""
     from promptlake.tasks.image_source import scan_directory
 
-    target = data.source_dir / "images.parquet"
+    target = data.scanned_images
     try:
         scan_directory(folder, target)
     except FileNotFoundError as exc:

@@ -147,7 +147,7 @@ def _generate(
     for v, rid in zip(variants, ids, strict=True):
         seed = int(rid[3:11], 16)  # from the id: a rerun draws the same image
         png = gen.generate(v.prompt, negative=settings.feedback_negative, seed=seed)
-        path = data.root / "feedback" / "images" / f"{rid}.png"
+        path = data.feedback_images / f"{rid}.png"
         with atomic_path(path) as tmp:
             tmp.write_bytes(png)
         out[rid] = (path, png)

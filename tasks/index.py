@@ -15,10 +15,6 @@ from promptlake.tasks.load import current_namespace
 STAGE = "index"
 
 
-def marker_path(data: DataDir):
-    return data.state_dir(STAGE) / "store.json"
-
-
 def run(data: DataDir, settings: Settings, *, force: bool = False) -> dict:
     """Build (or confirm) the indexes; skipped while the row counts are those last indexed.
     Searches work before this (exact scan); the index makes them fast."""
@@ -26,7 +22,7 @@ def run(data: DataDir, settings: Settings, *, force: bool = False) -> dict:
     store = open_store(store_url(settings))
     store.ensure_schema(ns, int(model["dim"]))
     counts = {name: store.count(name) for name in TABLES}
-    path = marker_path(data)
+    path = data.index_marker
     last = read_json(path) if path.exists() else {}
     if last.get("counts") == counts and not force:
         return last

@@ -8,11 +8,12 @@ import pyarrow as pa
 from prefect import task
 
 from promptlake.settings import Settings, store_url
+from promptlake.storage import vectors
 from promptlake.storage.layout import DataDir
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
-from promptlake.storage.store import open_store
-from promptlake.storage.vectors import list_column, namespaces, read_vectors
+from promptlake.storage.store import open_store, redact_url
+from promptlake.storage.vectors import list_column, read_vectors
 from promptlake.tasks.embed import embed_markers
 from promptlake.tasks.encoder import describe_model
 from promptlake.tasks.fetch import read_status
@@ -23,14 +24,11 @@ STAGE = "load"
 
 def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
     """The embedding namespace of the configured model (or the newest one)."""
-    found = namespaces(data)
     known = describe_model(settings.clip_model)
-    if known and known.namespace in found:
-        return known.namespace, found[known.namespace]
-    if not found:
+    found = vectors.current_namespace(data, known.namespace if known else None)
+    if found is None:
         raise RuntimeError(f"{data.root} has no embeddings yet: run the embed stage first")
-    ns = list(found)[-1]
-    return ns, found[ns]
+    return found
 
 
 def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = False) -> ShardStats:
@@ -55,7 +53,7 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
         ok=prompts.num_rows,
         by_status={"prompts": prompts.num_rows, "images": images.num_rows},
         seconds=round(time.perf_counter() - start, 3),
-        extra={"namespace": ns, "store": store_url(settings).split("@")[-1]},
+        extra={"namespace": ns, "store": redact_url(store_url(settings))},
     )
     markers.write(stats)
     return stats
@@ -100,6 +98,19 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
             "image_vector": list_column(vecs),
         }
     )
+
+
+def retain(data: DataDir, settings: Settings, shards: list[str]) -> dict[str, int]:
+    """Drop the store's dataset rows under shard names the plan no longer has (a forced re-plan
+    with another shard size, a source that shrank); returns the rows dropped per table."""
+    store = open_store(store_url(settings))
+    return {name: store.retain_shards(name, shards) for name in ("prompts", "images")}
+
+
+@task(name=f"{STAGE}-retain")
+def retain_task(data_dir: str, settings: Settings, shards: list[str]) -> dict[str, int]:
+    """Prefect task: ``retain`` (in the flow's process, beside the loads)."""
+    return retain(DataDir(data_dir), settings, shards)
 
 
 @task(name=STAGE)

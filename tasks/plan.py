@@ -196,9 +196,9 @@ def plan(
             f"{old.source_sha256[:12]}, shard size {old.shard_size}, limit {old.limit}); "
             "use a new --data-dir, or --force to re-plan (later stages will redo every shard)"
         )
-    if force:
-        shutil.rmtree(data.plan_dir, ignore_errors=True)
-        shutil.rmtree(data.root / "state", ignore_errors=True)
+    if force:  # the ingest record, the source and the image cache stay
+        for path in data.shard_work():
+            shutil.rmtree(path, ignore_errors=True)
     return _write_plan(info, data, shard_size=shard_size, limit=limit)
 
 
@@ -244,13 +244,6 @@ def _write_plan(info: SourceInfo, data: DataDir, *, shard_size: int, limit: int 
     )
     write_json(data.manifest, manifest.to_dict())
     return manifest
-
-
-def load_manifest(data: DataDir) -> PlanManifest:
-    """The plan of ``data``; a clear error when it was never planned."""
-    if not data.manifest.exists():
-        raise PlanError(f"{data.root} has no plan yet: run `promptlake ingest SOURCE` first")
-    return PlanManifest.from_dict(read_json(data.manifest))
 
 
 def read_shard(data: DataDir, shard: str) -> pa.Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +10,11 @@ from urllib.parse import urlparse
 import numpy as np
 from prefect import task
 
-from promptlake.settings import Settings, get_settings, store_url
+from promptlake.settings import Settings, store_url
+from promptlake.storage import vectors
 from promptlake.storage.layout import DataDir
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError, open_store
-from promptlake.storage.vectors import ModelMismatch, namespaces
+from promptlake.storage.vectors import ModelMismatch
 from promptlake.tasks.encoder import ClipEncoder, get_encoder
 from promptlake.tasks.fetcher import Fetcher
 from promptlake.tasks.imaging import process_image
@@ -47,15 +47,13 @@ class SearchRequest:
             raise StoreError(f"target must be prompts or images, not {self.target!r}")
 
 
-def query_settings(data_dir: str | None, model: str | None, **overrides: object) -> Settings:
-    """Settings for searching a data dir: unless a model is given (argument or
+def query_settings(settings: Settings) -> Settings:
+    """Settings for searching a data dir: unless a model was set (a parameter, a flag or
     PROMPTLAKE_CLIP_MODEL), the one the data dir was embedded with."""
-    settings = get_settings(data_dir=data_dir, clip_model=model, **overrides)
-    if not model and "PROMPTLAKE_CLIP_MODEL" not in os.environ:
-        built = namespaces(DataDir(settings.data_dir))
-        if built:
-            settings = settings.model_copy(update={"clip_model": list(built.values())[-1]["model"]})
-    return settings
+    if "clip_model" in settings.model_fields_set:
+        return settings
+    found = vectors.current_namespace(DataDir(settings.data_dir))
+    return settings.model_copy(update={"clip_model": found[1]["model"]}) if found else settings
 
 
 def read_image(source: str, settings: Settings) -> bytes:

@@ -16,9 +16,11 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 from prefect.states import AwaitingRetry
 
+from promptlake.sample_data import sample_image
 from promptlake.settings import Settings, store_url
-from promptlake.storage.layout import DataDir
+from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
+from promptlake.storage.records import PlanManifest
 from promptlake.storage.status import status
 from promptlake.storage.store import open_store
 from tests.conftest import write_csv
@@ -42,6 +44,8 @@ def served(tmp_path, tiny_clip):
         "PROMPTLAKE_TASK_RETRIES": "0",
         "PROMPTLAKE_FEEDBACK_CRON": "15 4 * * *",
         "PROMPTLAKE_DATA_DIR": str(tmp_path / "default"),
+        "PROMPTLAKE_ALLOW_FILE_URLS": "1",
+        "PROMPTLAKE_SHARD_SIZE": "4",
     }
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(
@@ -68,6 +72,10 @@ def _deployments() -> dict:
         return {d.name: d for d in client.read_deployments() if "promptlake" in d.tags}
 
 
+def plan_manifest(data: DataDir) -> PlanManifest:
+    return PlanManifest.from_dict(read_json(data.manifest))
+
+
 def _run(params: dict, timeout: float = 300):
     return run_deployment("ingest/ingest", parameters={"params": params}, timeout=timeout)
 
@@ -79,13 +87,15 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     assert sched.schedule.cron == "15 4 * * *" and sched.active
     props = deps["ingest"].parameter_openapi_schema["definitions"]["IngestParams"]["properties"]
     assert props["shard_size"]["maximum"] == 1_000_000 and "description" in props["source"]
-    assert deps["resume"].parameters["params"]["data_dir"].endswith("default")
+    schema = deps["resume"].parameter_openapi_schema["definitions"]["ResumeParams"]
+    data_dir = schema["properties"]["data_dir"]
+    assert data_dir["default"] == str(tmp_path / "default") and "anyOf" not in data_dir
 
     rows = [[f"d{i}", f"prompt {i}", server.url("img", f"d{i}"), 64, 64, "s"] for i in range(10)]
     params = {
         "source": str(write_csv(tmp_path / "p.csv", rows)),
         "data_dir": str(tmp_path / "d"),
-        "shard_size": 5,
+        "shard_size": 5,  # given: wins over the server's PROMPTLAKE_SHARD_SIZE
         "runner": "thread",
     }
     run = _run({**params, "until": "plan"})
@@ -114,6 +124,25 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     assert report["resume"]["nothing_to_do"]
     store = open_store(store_url(Settings(data_dir=data.root)))
     assert (store.count("prompts"), store.count("images")) == (10, 10)  # no duplicates
+
+
+def test_unset_parameters_resolve_from_the_serving_environment(tmp_path, served):
+    """A run triggered with only a source takes the data dir, shard size and file-URL permission
+    from the environment of `promptlake serve`, as the UI's form leaves them."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    for i in range(6):
+        sample_image(f"prompt {i}").save(folder / f"{i}.png")
+        rows.append([f"f{i}", f"prompt {i}", (folder / f"{i}.png").as_uri(), 64, 64, "s"])
+    run = _run({"source": str(write_csv(tmp_path / "f.csv", rows)), "runner": "thread"})
+    assert run.state.is_completed(), served.read_text()[-3000:]
+    data = DataDir(tmp_path / "default")  # PROMPTLAKE_DATA_DIR of the serving process
+    assert [s.rows for s in plan_manifest(data).shards] == [4, 2]  # PROMPTLAKE_SHARD_SIZE=4
+    fetched = Markers(data, "fetch").all_done()
+    assert sum(s.ok for s in fetched.values()) == 6  # PROMPTLAKE_ALLOW_FILE_URLS=1 applied
+    recorded = read_json(data.ingest_record)
+    assert recorded["allow_file_urls"] is None and recorded["shard_size"] == 4
 
 
 def test_prefect_yaml_declares_the_same_deployments():

@@ -51,7 +51,9 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
                 "generator_height": 64,
             }
         )
-        monkeypatch.setattr("promptlake.flows.feedback.query_settings", lambda *a, **kw: s)
+        for name in ("feedback_min_distance", "generator", "generator_width", "generator_height"):
+            monkeypatch.setenv(f"PROMPTLAKE_{name.upper()}", str(getattr(s, name)))
+        monkeypatch.setenv("PROMPTLAKE_DEVICE", "cpu")
         assert [i.text for i in pick_inputs(data, s, ideas=[IDEA], limit=5)] == [IDEA, NOVEL]
         params = FeedbackParams(
             data_dir=str(data.root),

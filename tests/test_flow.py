@@ -195,3 +195,24 @@ def test_a_missing_source_fails_at_once_without_retries(tmp_path):
             flow_run_filter=F(id={"any_": [state.state_details.flow_run_id]})
         )
     assert run.name.startswith("download") and run.run_count == 1  # not retried
+
+
+def test_force_replan_keeps_the_record_and_each_row_once_in_the_store(tmp_path, server, capsys):
+    """--force with another shard size: the store ends with each valid row once (counted in the
+    store), rows of shard names the new plan lacks are gone, and resume still knows the ingest."""
+    from promptlake.settings import Settings, store_url
+    from promptlake.storage.store import open_store
+
+    data_dir = str(tmp_path / "d")
+    source = str(_csv(tmp_path, server))
+    common = ["ingest", source, "--data-dir", data_dir, "--runner", "thread"]
+    assert main([*common, "--shard-size", "3"]) == 0  # 4 shards
+    assert main([*common, "--shard-size", "5", "--force"]) == 0  # 3 shards: 00003 is gone
+    store = open_store(store_url(Settings(data_dir=data_dir)))
+    assert (store.count("prompts"), store.count("images")) == (12, 8)
+    shards = store.client.query("SELECT DISTINCT shard FROM promptlake.prompts").result_rows
+    assert sorted(s for (s,) in shards) == ["00000", "00001", "00002"]
+    assert DataDir(data_dir).ingest_record.exists()
+    capsys.readouterr()
+    assert main(["resume", "--data-dir", data_dir]) == 0
+    assert "resume:   nothing to rerun" in capsys.readouterr().out

@@ -142,7 +142,7 @@ def test_cli_refine(built, capsys, monkeypatch):
 def test_search_and_refine_flows_publish_results(built, monkeypatch):
     s, _ = built
     monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
-    params = SearchParams(text=IDEA, k=4, data_dir=str(s.data_dir), model=s.clip_model)
+    params = SearchParams(text=IDEA, k=4, data_dir=str(s.data_dir), clip_model=s.clip_model)
     state = search_flow(params, return_state=True)
     assert len(state.result()) == 4
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
@@ -152,7 +152,7 @@ def test_search_and_refine_flows_publish_results(built, monkeypatch):
     rows = json.loads(table) if isinstance(table, str) else table
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     refine_params = RefineParams(
-        idea=IDEA, n=2, k=5, llm="offline", data_dir=str(s.data_dir), model=s.clip_model
+        idea=IDEA, n=2, k=5, llm="offline", data_dir=str(s.data_dir), clip_model=s.clip_model
     )
     state = refine_flow(refine_params, return_state=True)
     assert len(state.result()["variants"]) == 2
