@@ -14,9 +14,11 @@ _SETTING = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _NEGATIVE = "Negative prompt:"
 
 
-def parse_a1111(text: str) -> ImageMeta | None:
+def parse_a1111(text: str, *, bare: bool = True) -> ImageMeta | None:
     """Split A1111 text into prompt, negative prompt and settings; None when it has no prompt
-    (a settings line alone, or a JSON blob, is not a prompt)."""
+    (a settings line alone, or a JSON blob, is not a prompt). ``bare=False`` also refuses text
+    with neither a settings line nor a negative prompt: where any program may have written a
+    comment (EXIF), plain text is not evidence of a generator."""
     lines = text.strip().replace("\r\n", "\n").split("\n")
     settings: dict[str, str] = {}
     # like A1111: the last line is the settings line when it holds at least three pairs (or,
@@ -35,7 +37,7 @@ def parse_a1111(text: str) -> ImageMeta | None:
             line = line.removeprefix(_NEGATIVE).strip()
         target.append(line)
     prompt = "\n".join(prompt_lines).strip()
-    if not prompt or looks_like_data(prompt):
+    if not prompt or looks_like_data(prompt) or not (bare or settings or negative):
         return None
     width, height = parse_size(settings.get("Size"))
     return ImageMeta(

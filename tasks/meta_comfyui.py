@@ -213,7 +213,7 @@ class _Graph:
             return None
         main = passes[order[0]]
         pairs = [(main.positive, main.negative)]
-        for n in samplers:
+        for n in sorted(samplers, key=_node_order):
             pair = (passes[n].positive, passes[n].negative)
             if pair[0] and pair not in pairs:
                 pairs.append(pair)
@@ -237,6 +237,11 @@ class _Graph:
 def _is_output(kind: str, inputs: dict[str, Any]) -> bool:
     name = kind.lower()
     return bool(_link(inputs.get("images"))) and ("save" in name or "preview" in name)
+
+
+def _node_order(node_id: str) -> tuple[int, str]:
+    """Numeric ids in number order: the order nodes were added to the graph."""
+    return (int(node_id), "") if node_id.isdigit() else (1 << 62, node_id)
 
 
 def _unique(texts: Any) -> tuple[str, ...]:

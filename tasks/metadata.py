@@ -58,13 +58,15 @@ def read_metadata(data: bytes, *, max_pixels: int = _MAX_PIXELS) -> ImageMeta | 
     Pixels are decoded only for a PNG with no text metadata, and then only the first few of
     the first rows, unless they start with a stealth signature. ``max_pixels`` bounds that."""
     try:
-        png = read_png(data)
-        if png is None:
-            return _from_other(data)
-        meta = from_texts(png.texts) or from_exif(png.exif)
-        if meta is None and (hidden := read_stealth(data, png, max_pixels=max_pixels)):
-            meta = _from_hidden(hidden)
-        return meta
+        with warnings.catch_warnings():  # Pillow warns about broken EXIF: here that means None
+            warnings.simplefilter("ignore")
+            png = read_png(data)
+            if png is None:
+                return _from_other(data)
+            meta = from_texts(png.texts) or from_exif(png.exif)
+            if meta is None and (hidden := read_stealth(data, png, max_pixels=max_pixels)):
+                meta = _from_hidden(hidden)
+            return meta
     except _BROKEN:
         return None
 
@@ -118,18 +120,19 @@ def from_exif(raw: bytes | None) -> ImageMeta | None:
     exif = Image.Exif()
     exif.load(raw)
     comments = (exif.get_ifd(EXIF_IFD).get(USER_COMMENT), exif.get(USER_COMMENT))
-    for text in (*map(user_comment, comments), exif.get(EXIF_MODEL)):
-        meta = from_blob(text) if isinstance(text, str) and text.strip() else None
+    for text in map(user_comment, comments):
+        meta = from_blob(text) if text else None
         if meta is not None:
             return meta
-    return None
+    model = exif.get(EXIF_MODEL)  # a camera's name, or SwarmUI's JSON in older versions
+    return parse_json(load_json(model.strip())) if isinstance(model, str) else None
 
 
 def from_blob(text: str) -> ImageMeta | None:
     """One text holding everything: a JSON object some tool wrote, or A1111 text."""
     data = load_json(text.strip())
     if data is None:
-        return parse_a1111(text)
+        return parse_a1111(text, bare=False)
     return parse_json(data) if isinstance(data, dict) else None
 
 
@@ -145,10 +148,8 @@ def _from_hidden(text: str) -> ImageMeta | None:
 def _from_other(data: bytes) -> ImageMeta | None:
     """JPEG, WebP and whatever else Pillow opens: EXIF, then XMP, then a JPEG comment."""
     try:
-        with warnings.catch_warnings():  # no pixels are decoded here: size warnings do not apply
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                info = dict(img.info)
+        with Image.open(io.BytesIO(data)) as img:  # no pixels are decoded here
+            info = dict(img.info)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         return None
     exif = info.get("exif")
