@@ -47,7 +47,11 @@ def _link(value: Any) -> tuple[str, int] | None:
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)):
         return None
     node = value[0]
-    return (str(node), value[1]) if isinstance(node, (str, int)) and node is not True else None
+    return (
+        (str(node), value[1])
+        if isinstance(node, (str, int)) and not isinstance(node, bool)
+        else None
+    )
 
 
 class _Graph:

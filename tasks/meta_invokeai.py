@@ -8,12 +8,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from promptlake.tasks.meta_record import ImageMeta, as_text, flat_settings, load_json
+from promptlake.tasks.meta_record import ImageMeta, build, flat_settings, load_json, pick
 
 _NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
 _DREAM = re.compile(r'^\s*"(.*?)"(?=\s+-\w|\s*$)(.*)$', re.S)
 _OPTION = re.compile(r"(?:^|\s)-(\w+)\s+([^\s-]\S*)")
 _DREAM_KEYS = {"s": "steps", "S": "seed", "W": "width", "H": "height", "C": "cfg_scale"}
+_FIELDS = {"seed": "seed", "steps": "steps", "cfg_scale": "cfg_scale"}
+_FIELDS |= {"width": "width", "height": "height"}
 
 
 def parse_invokeai(texts: Mapping[str, str]) -> ImageMeta | None:
@@ -32,18 +34,10 @@ def _metadata(data: Any) -> ImageMeta | None:
         return None
     model = data.get("model")
     name = model.get("name") or model.get("model_name") if isinstance(model, dict) else model
-    return _meta(
-        data["positive_prompt"],
-        data.get("negative_prompt"),
-        flat_settings(data, drop=("positive_prompt", "negative_prompt")),
-        model_name=name,
-        seed=data.get("seed"),
-        steps=data.get("steps"),
-        sampler=data.get("scheduler"),
-        cfg_scale=data.get("cfg_scale"),
-        width=data.get("width"),
-        height=data.get("height"),
-    )
+    settings = flat_settings(data, drop=("positive_prompt", "negative_prompt"))
+    fields = pick(data, {**_FIELDS, "sampler": "scheduler"})
+    negative = data.get("negative_prompt")
+    return build("invokeai", data["positive_prompt"], negative, settings, model_name=name, **fields)
 
 
 def _sd_metadata(data: Any) -> ImageMeta | None:
@@ -57,17 +51,9 @@ def _sd_metadata(data: Any) -> ImageMeta | None:
         return None
     positive, negative = split_negative(prompt)
     settings = flat_settings(data, drop=("image",)) | flat_settings(image, drop=("prompt",))
-    return _meta(
-        positive,
-        negative,
-        settings,
-        model_name=data.get("model_weights"),
-        seed=image.get("seed"),
-        steps=image.get("steps"),
-        sampler=image.get("sampler"),
-        cfg_scale=image.get("cfg_scale"),
-        width=image.get("width"),
-        height=image.get("height"),
+    fields = pick(image, {**_FIELDS, "sampler": "sampler"})
+    return build(
+        "invokeai", positive, negative, settings, model_name=data.get("model_weights"), **fields
     )
 
 
@@ -78,7 +64,7 @@ def _dream(text: str) -> ImageMeta | None:
     positive, negative = split_negative(match[1])
     options = dict(_OPTION.findall(match[2]))
     named = {_DREAM_KEYS[k]: v for k, v in options.items() if k in _DREAM_KEYS}
-    return _meta(positive, negative, options, sampler=options.get("A"), **named)
+    return build("invokeai", positive, negative, options, sampler=options.get("A"), **named)
 
 
 def split_negative(prompt: str) -> tuple[str, str]:
@@ -88,10 +74,3 @@ def split_negative(prompt: str) -> tuple[str, str]:
         return prompt.strip(), ""
     negative = ", ".join(p.strip() for p in parts if p.strip())
     return re.sub(r" {2,}", " ", _NEGATIVE.sub(" ", prompt)).strip(), negative
-
-
-def _meta(prompt: Any, negative: Any, settings: dict[str, str], **fields: Any) -> ImageMeta | None:
-    prompt = as_text(prompt)
-    if not prompt:
-        return None
-    return ImageMeta(prompt, as_text(negative), settings, "invokeai", **fields)

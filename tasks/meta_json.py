@@ -13,10 +13,11 @@ from typing import Any
 from promptlake.tasks.meta_record import (
     ImageMeta,
     as_text,
+    build,
     flat_settings,
     load_json,
-    looks_like_data,
     parse_size,
+    pick,
 )
 
 # Easy Diffusion writes either its request's field names or their labels (its "txt" format)
@@ -31,6 +32,15 @@ _ED_KEYS = {
     "num_inference_steps": "Steps",
     "guidance_scale": "Guidance Scale",
 }
+# ImageMeta field → the tool's key (Easy Diffusion: its request's field name, above)
+_ED_FIELDS = {"seed": "seed", "steps": "num_inference_steps", "sampler": "sampler_name"}
+_ED_FIELDS |= {"cfg_scale": "guidance_scale", "width": "width", "height": "height"}
+_SWARM_FIELDS = {"model_name": "model", "seed": "seed", "steps": "steps", "cfg_scale": "cfgscale"}
+_SWARM_FIELDS |= {"width": "width", "height": "height"}
+_SWARM_SAMPLERS = ("sampler", "comfyuisampler", "autowebuisampler")  # newest first
+# NovelAI's names, which Draw Things took over with its "c" and "uc"
+_NAI_FIELDS = {"model_name": "model", "seed": "seed", "steps": "steps", "sampler": "sampler"}
+_NAI_FIELDS |= {"cfg_scale": "scale"}
 _XMP_COMMENT = re.compile(
     r"<exif:UserComment[^>]*>.*?<rdf:li[^>]*>(.*?)</rdf:li>|exif:UserComment=\"([^\"]*)\"", re.S
 )
@@ -56,22 +66,10 @@ def parse_swarmui(data: Mapping[str, Any]) -> ImageMeta | None:
     settings = flat_settings(params, drop=("prompt", "negativeprompt"))
     if isinstance(extra, dict):
         settings |= {k: v for k, v in flat_settings(extra).items() if k not in settings}
-    sampler = (
-        params.get("sampler") or params.get("comfyuisampler") or params.get("autowebuisampler")
-    )
-    return _meta(
-        "swarmui",
-        params.get("prompt"),
-        params.get("negativeprompt"),
-        settings,
-        model_name=params.get("model"),
-        seed=params.get("seed"),
-        steps=params.get("steps"),
-        sampler=sampler,
-        cfg_scale=params.get("cfgscale"),
-        width=params.get("width"),
-        height=params.get("height"),
-    )
+    fields = pick(params, _SWARM_FIELDS)
+    fields["sampler"] = next((params[k] for k in _SWARM_SAMPLERS if params.get(k)), "")
+    negative = params.get("negativeprompt")
+    return build("swarmui", params.get("prompt"), negative, settings, **fields)
 
 
 def parse_fooocus(data: Mapping[str, Any]) -> ImageMeta | None:
@@ -80,19 +78,13 @@ def parse_fooocus(data: Mapping[str, Any]) -> ImageMeta | None:
     if "prompt" not in data or not ("base_model" in data or version.startswith("fooocus")):
         return None
     width, height = parse_size(data.get("resolution"))
-    return _meta(
-        "fooocus",
-        data.get("prompt"),
-        data.get("negative_prompt"),
-        flat_settings(data, drop=("prompt", "negative_prompt")),
-        model_name=data.get("base_model"),
-        seed=data.get("seed"),
-        steps=data.get("steps"),
-        sampler=data.get("sampler"),
-        cfg_scale=data.get("guidance_scale", data.get("cfg")),
-        width=width or data.get("width"),
-        height=height or data.get("height"),
+    fields = pick(
+        data, {"model_name": "base_model", "seed": "seed", "steps": "steps", "sampler": "sampler"}
     )
+    fields |= {"cfg_scale": data.get("guidance_scale", data.get("cfg"))}
+    fields |= {"width": width or data.get("width"), "height": height or data.get("height")}
+    settings = flat_settings(data, drop=("prompt", "negative_prompt"))
+    return build("fooocus", data.get("prompt"), data.get("negative_prompt"), settings, **fields)
 
 
 def parse_easydiffusion(data: Mapping[str, Any]) -> ImageMeta | None:
@@ -102,19 +94,11 @@ def parse_easydiffusion(data: Mapping[str, Any]) -> ImageMeta | None:
     if key["prompt"] not in data or not any(m in data for m in marks):
         return None
     model = _none(data.get(key["use_stable_diffusion_model"]))
-    return _meta(
-        "easydiffusion",
-        data.get(key["prompt"]),
-        _none(data.get(key["negative_prompt"])),
-        flat_settings(data, drop=(key["prompt"], key["negative_prompt"])),
-        model_name=PureWindowsPath(model).name if isinstance(model, str) else "",
-        seed=data.get(key["seed"]),
-        steps=data.get(key["num_inference_steps"]),
-        sampler=data.get(key["sampler_name"]),
-        cfg_scale=data.get(key["guidance_scale"]),
-        width=data.get(key["width"]),
-        height=data.get(key["height"]),
-    )
+    fields = pick(data, {name: key[field] for name, field in _ED_FIELDS.items()})
+    fields["model_name"] = PureWindowsPath(model).name if isinstance(model, str) else ""
+    settings = flat_settings(data, drop=(key["prompt"], key["negative_prompt"]))
+    negative = _none(data.get(key["negative_prompt"]))
+    return build("easydiffusion", data.get(key["prompt"]), negative, settings, **fields)
 
 
 def parse_drawthings(data: Mapping[str, Any]) -> ImageMeta | None:
@@ -122,18 +106,10 @@ def parse_drawthings(data: Mapping[str, Any]) -> ImageMeta | None:
     if not isinstance(data.get("c"), str) or "uc" not in data:
         return None
     width, height = parse_size(data.get("size"))
-    return _meta(
-        "drawthings",
-        data["c"],
-        data.get("uc"),
-        flat_settings(data, drop=("c", "uc")),
-        model_name=data.get("model"),
-        seed=data.get("seed"),
-        steps=data.get("steps"),
-        sampler=data.get("sampler"),
-        cfg_scale=data.get("scale"),
-        width=width,
-        height=height,
+    fields = pick(data, _NAI_FIELDS)
+    settings = flat_settings(data, drop=("c", "uc"))
+    return build(
+        "drawthings", data["c"], data.get("uc"), settings, width=width, height=height, **fields
     )
 
 
@@ -157,28 +133,11 @@ def parse_novelai(texts: Mapping[str, str]) -> ImageMeta | None:
     prompt = comment.get("prompt") or texts.get("Description")
     settings = flat_settings(comment, drop=("prompt", "uc"))
     settings |= {k: v for k, v in texts.items() if k in ("Source", "Software", "Generation time")}
-    return _meta(
-        "novelai",
-        prompt,
-        comment.get("uc"),
-        settings,
-        model_name=texts.get("Source"),
-        seed=comment.get("seed"),
-        steps=comment.get("steps"),
-        sampler=comment.get("sampler"),
-        cfg_scale=comment.get("scale"),
-        width=comment.get("width"),
-        height=comment.get("height"),
-    )
+    fields = pick(comment, {**_NAI_FIELDS, "width": "width", "height": "height"})
+    fields["model_name"] = texts.get("Source")
+    return build("novelai", prompt, comment.get("uc"), settings, **fields)
 
 
 def _none(value: Any) -> Any:
     """Easy Diffusion's text fields say ``None`` for unset values."""
     return None if value in (None, "None", "") else value
-
-
-def _meta(tool: str, prompt: Any, negative: Any, settings: dict, **fields: Any) -> ImageMeta | None:
-    text = as_text(prompt)
-    if not text or looks_like_data(text):
-        return None
-    return ImageMeta(text, as_text(negative), settings, tool, **fields)

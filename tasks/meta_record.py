@@ -39,14 +39,15 @@ class ImageMeta:
     negative_prompt: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     tool: str = "a1111"
-    model_name: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    sampler: str = ""
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    prompts: list[tuple[str, str]] = field(default_factory=list)
+    # derived from the above: two records with the same prompts, settings and tool are equal
+    model_name: str = field(default="", compare=False)
+    seed: int | None = field(default=None, compare=False)
+    steps: int | None = field(default=None, compare=False)
+    sampler: str = field(default="", compare=False)
+    cfg_scale: float | None = field(default=None, compare=False)
+    width: int | None = field(default=None, compare=False)
+    height: int | None = field(default=None, compare=False)
+    prompts: list[tuple[str, str]] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         if self.tool not in TOOLS:
@@ -141,3 +142,17 @@ def looks_like_data(text: str) -> bool:
     """True when text is a JSON object or array: a settings blob, never a prompt."""
     stripped = text.strip()
     return stripped[:1] in "{[" and isinstance(load_json(stripped), (dict, list))
+
+
+def pick(data: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    """ImageMeta's normalised fields from a tool's JSON: ``keys`` maps each field to the
+    tool's own name for it (``{"cfg_scale": "scale", …}``)."""
+    return {name: data.get(key) for name, key in keys.items()}
+
+
+def build(tool: str, prompt: Any, negative: Any, settings: dict, **fields: Any) -> ImageMeta | None:
+    """An ImageMeta, or None when the prompt is empty or is itself a JSON blob."""
+    text = as_text(prompt)
+    if not text or looks_like_data(text):
+        return None
+    return ImageMeta(text, as_text(negative), settings, tool, **fields)

@@ -24,6 +24,9 @@ SIGNATURES = {
     b"stealth_rgbcomp": ("rgb", True),
 }
 SIGNATURE_BITS, LENGTH_BITS = 120, 32
+# the first 40 pixels hold a whole signature in rgb mode and its first 5 bytes in alpha mode:
+# enough to turn away almost every image after decoding 40 rows
+FIRST_PIXELS = 40
 MAX_PAYLOAD = 4 << 20  # bytes, before and after gunzip: generation text is a few KiB
 
 
@@ -32,52 +35,64 @@ def read_stealth(data: bytes, png: PngFile, *, max_pixels: int) -> str | None:
     head = png.header
     if head.channels is None or head.width * head.height > max_pixels:
         return None
-    for mode in ("alpha", "rgb") if head.channels == 4 else ("rgb",):
-        found = _header(png, mode)
-        if found is None:
-            continue
-        compressed, length = found
-        per_pixel = 1 if mode == "alpha" else 3
-        total = SIGNATURE_BITS + LENGTH_BITS + length
-        room = head.width * head.height * per_pixel
-        if not 0 < length <= MAX_PAYLOAD * 8 or length % 8 or total > room:
-            return None
-        pixels = _decode(data, columns=math.ceil(math.ceil(total / per_pixel) / head.height))
-        if pixels is None:
-            return None
-        payload = np.packbits(_bits(pixels, mode)[total - length : total]).tobytes()
-        raw = gunzip(payload, MAX_PAYLOAD) if compressed else payload
-        try:
-            return raw.decode("utf-8") if raw else None
-        except UnicodeDecodeError:
-            return None
+    first = _pixels(png, FIRST_PIXELS)
+    if first is None:
+        return None
+    modes = [
+        m for m in (("alpha", "rgb") if head.channels == 4 else ("rgb",)) if _could_be(first, m)
+    ]
+    pixels = _decode(data) if modes else None
+    for mode in modes if pixels is not None else ():
+        text = _payload(pixels, mode)
+        if text is not None:
+            return text
     return None
 
 
-def _header(png: PngFile, mode: str) -> tuple[bool, int] | None:
-    """(compressed, payload bits) when the signature of ``mode`` is there, else None."""
-    per_pixel = 1 if mode == "alpha" else 3
-    needed = math.ceil((SIGNATURE_BITS + LENGTH_BITS) / per_pixel)
+def _pixels(png: PngFile, count: int) -> np.ndarray | None:
+    """The first ``count`` pixels in writing order, as rows x columns x channels."""
     height = png.header.height
-    rows = first_rows(png, rows=min(height, needed), columns=math.ceil(needed / height))
+    rows = first_rows(png, rows=min(height, count), columns=math.ceil(count / height))
     if rows is None:
         return None
     channels = png.header.channels or 0
-    pixels = np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1, channels)
-    bits = _bits(pixels, mode)
+    return np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1, channels)
+
+
+def _could_be(first: np.ndarray, mode: str) -> bool:
+    """Whether the first pixels' low bits begin a signature of ``mode``."""
+    bits = _bits(first, mode)[:SIGNATURE_BITS]
+    start = np.packbits(bits[: len(bits) // 8 * 8]).tobytes()
+    return any(sig.startswith(start) and m == mode for sig, (m, _) in SIGNATURES.items())
+
+
+def _payload(pixels: np.ndarray, mode: str) -> str | None:
+    """The text after a signature of ``mode`` in decoded pixels, or None."""
+    per_pixel, height = (1 if mode == "alpha" else 3), pixels.shape[0]
+    header = SIGNATURE_BITS + LENGTH_BITS
+    bits = _bits(pixels[:, : math.ceil(math.ceil(header / per_pixel) / height)], mode)
     signature = SIGNATURES.get(np.packbits(bits[:SIGNATURE_BITS]).tobytes())
     if signature is None or signature[0] != mode:
         return None
-    length = np.packbits(bits[SIGNATURE_BITS : SIGNATURE_BITS + LENGTH_BITS]).tobytes()
-    return signature[1], int.from_bytes(length, "big")
+    length = int.from_bytes(np.packbits(bits[SIGNATURE_BITS:header]).tobytes(), "big")
+    total, room = header + length, pixels.shape[0] * pixels.shape[1] * per_pixel
+    if not 0 < length <= MAX_PAYLOAD * 8 or length % 8 or total > room:
+        return None
+    columns = math.ceil(math.ceil(total / per_pixel) / height)
+    payload = np.packbits(_bits(pixels[:, :columns], mode)[header:total]).tobytes()
+    raw = gunzip(payload, MAX_PAYLOAD) if signature[1] else payload
+    try:
+        return raw.decode("utf-8") if raw else None
+    except UnicodeDecodeError:
+        return None
 
 
-def _decode(data: bytes, *, columns: int) -> np.ndarray | None:
-    """The first ``columns`` columns of the decoded image (height x columns x channels)."""
+def _decode(data: bytes) -> np.ndarray | None:
+    """The decoded image as height x width x channels."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return np.asarray(img)[:, :columns]
+            return np.asarray(img) if img.mode in ("RGB", "RGBA") else None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 

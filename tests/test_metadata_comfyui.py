@@ -222,7 +222,8 @@ def test_editor_graph_alone_through_reroute_and_primitive():
         )
         for link in links
     ]
-    assert read_metadata(png({"workflow": json.dumps(workflow)})) == meta
+    again = read_metadata(png({"workflow": json.dumps(workflow)}))
+    assert again == meta and (again.prompts, again.seed, again.width) == (meta.prompts, 42, 512)
 
 
 def test_save_node_writing_a1111_text_next_to_the_graph():
