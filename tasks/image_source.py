@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from promptlake.storage.layout import atomic_path, write_json
-from promptlake.tasks.metadata import read_metadata
+from promptlake.tasks.metadata import TOOLS, read_metadata
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 SCHEMA = pa.schema(
@@ -63,9 +63,11 @@ def image_row(path: Path) -> dict:
     return row
 
 
-def scan_directory(folder: Path, out: Path) -> dict[str, int]:
+def scan_directory(folder: Path, out: Path) -> dict:
     """Write a parquet dataset of every image under ``folder`` (sorted: the same folder gives the
-    same file) and a summary beside it (``<name>.scan.json``); return that summary."""
+    same file) and a summary beside it (``<name>.scan.json``): per tool that wrote the metadata
+    (and ``none``, ``unreadable``) its file count under ``counts`` and its files' URLs under the
+    tool's name. Return that summary."""
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
@@ -76,8 +78,9 @@ def scan_directory(folder: Path, out: Path) -> dict[str, int]:
     rows = [image_row(p) for p in files]
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-    summary: dict = {"folder": str(folder), "files": len(rows)}
-    for tool in ("a1111", "comfyui", "none", "unreadable"):
+    summary: dict = {"folder": str(folder), "files": len(rows), "counts": {}}
+    for tool in (*TOOLS, "none", "unreadable"):
         summary[tool] = [r["url"] for r in rows if r["tool"] == tool]
+        summary["counts"][tool] = len(summary[tool])
     write_json(out.with_suffix(".scan.json"), summary)
     return summary

@@ -1,172 +1,188 @@
-"""metadata: the exact prompt (and sampler settings) that generated images carry.
+"""metadata: the prompt, negative prompt and settings that generated images carry.
 
-AUTOMATIC1111 writes a ``parameters`` text chunk in PNGs and an EXIF UserComment in JPEG/WebP;
-ComfyUI writes ``prompt`` (its API graph) and ``workflow`` (its editor graph) JSON chunks.
-"""
+The entry point for every reader: it finds where a file keeps its metadata (PNG text chunks,
+EXIF, XMP, a JPEG comment, or stealth bits in the pixels) and hands it to the reader of the
+tool that writes it that way — AUTOMATIC1111, Forge, SD.Next, ComfyUI, InvokeAI, NovelAI,
+Fooocus, SwarmUI, Easy Diffusion, Draw Things. A file no reader recognises has no metadata
+(None): a JSON blob or a settings line is never returned as a prompt."""
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import io
 import json
-import re
-from dataclasses import dataclass, field
-from typing import Any
+import struct
+import warnings
+import zlib
+from collections.abc import Mapping
 
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.storage.store import Hit
+from promptlake.settings import Settings
+from promptlake.tasks.meta_a1111 import format_a1111, parse_a1111
+from promptlake.tasks.meta_comfyui import parse_comfy_graph
+from promptlake.tasks.meta_comfyui_workflow import workflow_to_graph
+from promptlake.tasks.meta_invokeai import parse_invokeai
+from promptlake.tasks.meta_json import (
+    drawthings_xmp,
+    parse_easydiffusion,
+    parse_json,
+    parse_novelai,
+)
+from promptlake.tasks.meta_png import read_png
+from promptlake.tasks.meta_record import TOOLS, ImageMeta, load_json
+from promptlake.tasks.meta_stealth import read_stealth
 
-EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
-_SETTING = re.compile(r'\s*([A-Za-z][\w ./()-]*?):\s*("(?:[^"\\]|\\.)*"|[^,]*)(?:,|$)')
-_TEXT_NODES = ("CLIPTextEncode", "CLIPTextEncodeSDXL", "CLIPTextEncodeSD3")
+__all__ = [
+    "EXIF_IFD",
+    "TOOLS",
+    "USER_COMMENT",
+    "ImageMeta",
+    "format_a1111",
+    "parse_a1111",
+    "read_metadata",
+    "save_with_metadata",
+]
+
+EXIF_IFD, USER_COMMENT, EXIF_MODEL = 0x8769, 0x9286, 0x0110
+_MAX_PIXELS = Settings.model_fields["max_image_pixels"].default
+_CHARSETS = (b"ASCII\0\0\0", b"JIS\0\0\0\0\0", b"\0" * 8)
+# what a hostile or broken file can make a parser raise: it means "no metadata"
+_BROKEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+_BROKEN += (OverflowError, zlib.error, struct.error, UnicodeError, OSError, SyntaxError)
 
 
-@dataclass
-class ImageMeta:
-    """A prompt read from an image file, with the tool that wrote it."""
+def read_metadata(data: bytes, *, max_pixels: int = _MAX_PIXELS) -> ImageMeta | None:
+    """The generation metadata of an image file's bytes, or None when it has none.
 
-    prompt: str
-    negative_prompt: str = ""
-    settings: dict[str, str] = field(default_factory=dict)
-    tool: str = "a1111"  # a1111 or comfyui
-
-    def as_hit(self, source: str) -> Hit:
-        """The exact prompt as a search hit (distance 0, origin ``metadata:<tool>``)."""
-        extra = {"negative_prompt": self.negative_prompt, "settings": self.settings}
-        return Hit("", self.prompt, source, 0.0, origin=f"metadata:{self.tool}", extra=extra)
-
-
-def read_metadata(data: bytes) -> ImageMeta | None:
-    """The generation metadata of an image file's bytes, or None when it has none."""
+    Pixels are decoded only for a PNG with no text metadata, and then only the first few of
+    the first rows, unless they start with a stealth signature. ``max_pixels`` bounds that."""
     try:
-        img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError):
-        return None
-    info = _text_chunks(img)
-    if info.get("parameters"):
-        return parse_a1111(info["parameters"])
-    if info.get("prompt") or info.get("workflow"):
-        meta = parse_comfy_prompt(info.get("prompt", "")) or parse_comfy_workflow(
-            info.get("workflow", "")
-        )
-        if meta:
+        with warnings.catch_warnings():  # Pillow warns about broken EXIF: here that means None
+            warnings.simplefilter("ignore")
+            png = read_png(data)
+            if png is None:
+                return _from_other(data)
+            meta = from_texts(png.texts) or from_exif(png.exif)
+            if meta is None and (hidden := read_stealth(data, png, max_pixels=max_pixels)):
+                meta = _from_hidden(hidden)
             return meta
-    comment = _user_comment(img)
-    return parse_a1111(comment) if comment else None
-
-
-def _text_chunks(img: Image.Image) -> dict[str, str]:
-    """PNG text chunks; those written after the pixel data appear only once it is read."""
-    keys = ("parameters", "prompt", "workflow")
-    if img.format == "PNG" and not any(k in img.info for k in keys):
-        with contextlib.suppress(OSError, SyntaxError, Image.DecompressionBombError):
-            img.load()
-    return {k: v for k, v in img.info.items() if isinstance(v, str)}
-
-
-def _user_comment(img: Image.Image) -> str | None:
-    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UTF-16)."""
-    try:
-        raw = img.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
-    except Exception:  # a broken EXIF block is no metadata, not a failure
+    except _BROKEN:
         return None
-    if isinstance(raw, str):
-        return raw.strip("\x00 ") or None
-    if not isinstance(raw, bytes) or len(raw) <= 8:
-        return None
-    head, body = raw[:8], raw[8:]
-    if head.startswith(b"UNICODE"):
-        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            text = body.decode("utf-16")
-        else:  # no BOM: the zero bytes of ASCII letters tell the byte order
-            text = body.decode("utf-16-le" if body[1:2] == b"\x00" else "utf-16-be")
-    else:
-        text = body.decode("utf-8", errors="replace")
-    return text.strip("\x00 ") or None
 
 
-def parse_a1111(text: str) -> ImageMeta | None:
-    """Split A1111's ``parameters`` text: prompt lines, ``Negative prompt:``, a settings line."""
-    lines = text.strip().split("\n")
-    settings: dict[str, str] = {}
-    if lines and re.match(r"^Steps: \d+", lines[-1]):
-        for key, value in _SETTING.findall(lines.pop()):
-            settings[key.strip()] = value.strip().strip('"')
-    prompt_lines, negative = [], []
-    target = prompt_lines
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            target = negative
-            line = line.removeprefix("Negative prompt:").strip()
-        target.append(line)
-    prompt = "\n".join(prompt_lines).strip()
-    if not prompt:
-        return None
-    return ImageMeta(prompt, "\n".join(negative).strip(), settings, "a1111")
-
-
-def parse_comfy_prompt(text: str) -> ImageMeta | None:
-    """ComfyUI's API graph: the text encoders wired to a sampler's positive/negative inputs."""
-    graph = _json(text)
-    if not isinstance(graph, dict):
-        return None
-    nodes = {k: v for k, v in graph.items() if isinstance(v, dict)}
-    texts = {k: _node_text(n) for k, n in nodes.items() if n.get("class_type") in _TEXT_NODES}
-    texts = {k: t for k, t in texts.items() if t}
+def from_texts(texts: Mapping[str, str]) -> ImageMeta | None:
+    """Metadata from named text fields (PNG text chunks; NovelAI's stealth JSON)."""
     if not texts:
         return None
-    sampler = next((n for n in nodes.values() if "positive" in n.get("inputs", {})), None)
-    settings: dict[str, str] = {}
-    positive, negative = next(iter(texts.values())), ""
-    if sampler:
-        inputs = sampler["inputs"]
-        positive = texts.get(_link(inputs.get("positive")), positive)
-        negative = texts.get(_link(inputs.get("negative")), "")
-        keys = ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise")
-        settings = {k: str(inputs[k]) for k in keys if not isinstance(inputs.get(k), (list, dict))}
-    return ImageMeta(positive, negative, settings, "comfyui")
+    meta = _from_parameters(texts)
+    if meta is None:
+        meta = parse_invokeai(texts) or parse_novelai(texts) or parse_easydiffusion(texts)
+    if meta is None:
+        meta = _from_comfyui(texts)
+    if meta is None and "Comment" in texts:  # early Fooocus builds wrote their JSON here
+        meta = parse_json(load_json(texts["Comment"]))
+    if meta is None and "XML:com.adobe.xmp" in texts:
+        meta = drawthings_xmp(texts["XML:com.adobe.xmp"])
+    return meta
 
 
-def parse_comfy_workflow(text: str) -> ImageMeta | None:
-    """ComfyUI's editor graph (no wiring kept here): the first text encoder's text."""
-    graph = _json(text)
-    nodes = graph.get("nodes", []) if isinstance(graph, dict) else []
-    for node in nodes:
-        values = node.get("widgets_values") if isinstance(node, dict) else None
-        if node.get("type") in _TEXT_NODES and values and isinstance(values[0], str):
-            return ImageMeta(values[0].strip(), tool="comfyui")
-    return None
-
-
-def _node_text(node: dict[str, Any]) -> str:
-    inputs = node.get("inputs", {})
-    for key in ("text", "text_g", "clip_l"):
-        if isinstance(inputs.get(key), str) and inputs[key].strip():
-            return inputs[key].strip()
-    return ""
-
-
-def _link(value: Any) -> str | None:
-    """A ComfyUI input wired to another node is ``[node_id, output_index]``."""
-    return str(value[0]) if isinstance(value, list) and value else None
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
+def _from_parameters(texts: Mapping[str, str]) -> ImageMeta | None:
+    """``parameters``: A1111-style text (A1111, Forge, SD.Next, Fooocus, ComfyUI save nodes)
+    or a JSON object (SwarmUI, Fooocus)."""
+    text = texts.get("parameters")
+    if not text:
         return None
+    data = load_json(text)
+    if data is not None:
+        return parse_json(data)
+    meta = parse_a1111(text)
+    graph = _from_comfyui(texts) if meta and "prompt" in texts else None
+    if meta is None or graph is None:
+        return meta
+    pairs = [p for p in graph.prompts if p != (meta.prompt, meta.negative_prompt)]
+    return dataclasses.replace(meta, tool="comfyui", prompts=[meta.prompts[0], *pairs])
 
 
-def format_a1111(meta: ImageMeta) -> str:
-    """``meta`` as A1111's ``parameters`` text (the inverse of ``parse_a1111``)."""
-    lines = [meta.prompt]
-    if meta.negative_prompt:
-        lines.append(f"Negative prompt: {meta.negative_prompt}")
-    if meta.settings:
-        lines.append(", ".join(f"{k}: {v}" for k, v in meta.settings.items()))
-    return "\n".join(lines)
+def _from_comfyui(texts: Mapping[str, str]) -> ImageMeta | None:
+    """ComfyUI's API graph, else its editor graph resolved through its links."""
+    meta = parse_comfy_graph(load_json(texts.get("prompt")))
+    if meta is None and "workflow" in texts:
+        meta = parse_comfy_graph(workflow_to_graph(load_json(texts["workflow"])))
+    return meta
+
+
+def from_exif(raw: bytes | None) -> ImageMeta | None:
+    """Metadata from an EXIF block: the UserComment (A1111, Forge, SD.Next, Fooocus, SwarmUI,
+    Easy Diffusion write it there), or SwarmUI's older JSON in the camera model tag."""
+    if not raw:
+        return None
+    exif = Image.Exif()
+    exif.load(raw)
+    comments = (exif.get_ifd(EXIF_IFD).get(USER_COMMENT), exif.get(USER_COMMENT))
+    for text in map(user_comment, comments):
+        meta = from_blob(text) if text else None
+        if meta is not None:
+            return meta
+    model = exif.get(EXIF_MODEL)  # a camera's name, or SwarmUI's JSON in older versions
+    return parse_json(load_json(model.strip())) if isinstance(model, str) else None
+
+
+def from_blob(text: str) -> ImageMeta | None:
+    """One text holding everything: a JSON object some tool wrote, or A1111 text."""
+    data = load_json(text.strip())
+    if data is None:
+        return parse_a1111(text, bare=False)
+    return parse_json(data) if isinstance(data, dict) else None
+
+
+def _from_hidden(text: str) -> ImageMeta | None:
+    """Stealth data: A1111 ``parameters`` text, or NovelAI's JSON of its PNG text fields."""
+    data = load_json(text)
+    if not isinstance(data, dict):
+        return from_texts({"parameters": text})
+    fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+    return from_texts(fields)
+
+
+def _from_other(data: bytes) -> ImageMeta | None:
+    """JPEG, WebP and whatever else Pillow opens: EXIF, then XMP, then a JPEG comment."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # no pixels are decoded here
+            info = dict(img.info)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    exif = info.get("exif")
+    meta = from_exif(exif if isinstance(exif, bytes) else None)
+    xmp = info.get("xmp")
+    if meta is None and isinstance(xmp, (bytes, str)):
+        meta = drawthings_xmp(xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp)
+    comment = info.get("comment")
+    if meta is None and isinstance(comment, (bytes, str)):
+        text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+        meta = from_blob(text) if text.strip() else None
+    return meta
+
+
+def user_comment(raw: object) -> str | None:
+    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UTF-16 with
+    ``UNICODE``; Fooocus writes the text with no prefix at all)."""
+    if isinstance(raw, str):
+        return raw.strip("\x00 ") or None
+    if not isinstance(raw, bytes) or not raw:
+        return None
+    head, body = raw[:8], raw[8:]
+    if head == b"UNICODE\0":
+        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = body.decode("utf-16", errors="replace")
+        else:  # no BOM: the zero bytes of ASCII letters tell the byte order
+            order = "utf-16-le" if body[1:2] == b"\x00" else "utf-16-be"
+            text = body.decode(order, errors="replace")
+    elif head in _CHARSETS:
+        text = body.decode("utf-8", errors="replace")
+    else:
+        text = raw.decode("utf-8", errors="replace")
+    return text.strip("\x00 ") or None
 
 
 def save_with_metadata(img: Image.Image, meta: ImageMeta, fmt: str = "png") -> bytes:

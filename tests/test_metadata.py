@@ -14,6 +14,7 @@ from promptlake.storage.layout import DataDir
 from promptlake.storage.store import open_store
 from promptlake.tasks.metadata import (
     EXIF_IFD,
+    TOOLS,
     USER_COMMENT,
     ImageMeta,
     read_metadata,
@@ -94,10 +95,12 @@ def test_a1111_exif_user_comment(fmt):
     little = jpeg_with_user_comment(b"UNICODE\x00" + A1111.encode("utf-16-le"), fmt)
     assert read_metadata(little).negative_prompt == "blurry, lowres, watermark"
     ascii_ = jpeg_with_user_comment(b"ASCII\x00\x00\x00" + b"a lighthouse\nSteps: 5, Seed: 1")
-    assert read_metadata(ascii_) == ImageMeta("a lighthouse", "", {"Steps": "5", "Seed": "1"})
+    meta = read_metadata(ascii_)
+    assert meta == ImageMeta("a lighthouse", "", {"Steps": "5", "Seed": "1"})
+    assert (meta.seed, meta.steps) == (1, 5)
 
 
-def test_comfyui_graph_and_workflow():
+def test_comfyui_graph():
     meta = read_metadata(png({"prompt": json.dumps(COMFY_PROMPT), "workflow": "{}"}))
     assert meta.tool == "comfyui"
     assert meta.prompt == "a fox in the snow, watercolor"  # wired to positive, not node order
@@ -109,10 +112,15 @@ def test_comfyui_graph_and_workflow():
         "sampler_name": "euler",
         "scheduler": "normal",
         "denoise": "1.0",
+        "model": "sd15.safetensors",
     }
-    workflow = {"nodes": [{"type": "CLIPTextEncode", "widgets_values": ["a robot gardener"]}]}
-    only_workflow = read_metadata(png({"workflow": json.dumps(workflow)}))
-    assert only_workflow.prompt == "a robot gardener" and only_workflow.tool == "comfyui"
+    assert (meta.seed, meta.steps, meta.cfg_scale, meta.sampler) == (42, 20, 8.0, "euler")
+    assert meta.model_name == "sd15.safetensors" and meta.prompts == [
+        (meta.prompt, "text, watermark")
+    ]
+    # an editor graph whose encoder no sampler uses says nothing about the image
+    workflow = {"nodes": [{"id": 1, "type": "CLIPTextEncode", "widgets_values": ["a robot"]}]}
+    assert read_metadata(png({"workflow": json.dumps(workflow)})) is None
 
 
 def test_no_metadata_is_none_never_an_error():
@@ -124,10 +132,12 @@ def test_no_metadata_is_none_never_an_error():
 
 
 def test_written_metadata_reads_back():
-    meta = ImageMeta("a steampunk airship, digital art", "blurry", {"Steps": "20", "Seed": "7"})
+    settings = {"Steps": "20", "Seed": "7", "Lora hashes": "cat: a1b2, sofa: c3d4"}
+    meta = ImageMeta("a steampunk airship, digital art", "blurry", settings)
     img = Image.new("RGB", (40, 40))
     for fmt in ("png", "jpeg", "webp"):
-        assert read_metadata(save_with_metadata(img, meta, fmt)) == meta
+        back = read_metadata(save_with_metadata(img, meta, fmt))
+        assert back == meta and (back.seed, back.steps) == (7, 20)
 
 
 def test_reverse_search_returns_the_exact_prompt_without_a_store(tmp_path, fast_settings):
@@ -160,7 +170,8 @@ def test_ingest_images_folder(tmp_path, tiny_clip, capsys, monkeypatch):
         meta = ImageMeta(p, "blurry", {"Steps": "20", "Seed": str(i)})
         img = Image.new("RGB", (128, 96), (40 * i, 90, 160))
         (folder / f"a{i}.png").write_bytes(save_with_metadata(img, meta, "png"))
-    (folder / "sub" / "c.jpg").write_bytes(save_with_metadata(img, ImageMeta("a fox"), "jpeg"))
+    fox = ImageMeta("a fox", settings={"Steps": "20", "Seed": "3"})
+    (folder / "sub" / "c.jpg").write_bytes(save_with_metadata(img, fox, "jpeg"))
     (folder / "sub" / "fox-copy.jpg").write_bytes((folder / "sub" / "c.jpg").read_bytes())
     (folder / "comfy.png").write_bytes(png({"prompt": json.dumps(COMFY_PROMPT)}))
     (folder / "plain.png").write_bytes(png({}))  # no metadata: a recorded reject
@@ -177,7 +188,13 @@ def test_ingest_images_folder(tmp_path, tiny_clip, capsys, monkeypatch):
         "duplicate_id": 1,
     }
     scan = json.loads((data / "source" / "images.scan.json").read_text())
-    assert [len(scan[k]) for k in ("a1111", "comfyui", "none", "unreadable")] == [4, 1, 1, 1]
+    assert {k: n for k, n in scan["counts"].items() if n} == {
+        "a1111": 4,
+        "comfyui": 1,
+        "none": 1,
+        "unreadable": 1,
+    }
+    assert set(scan["counts"]) == {*TOOLS, "none", "unreadable"}
     assert scan["unreadable"][0].endswith("broken.webp")
     store = open_store(store_url(fast_settings_for(data)))
     rows = store.client.query("SELECT prompt, source_site FROM promptlake.images").result_rows
