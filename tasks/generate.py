@@ -11,14 +11,17 @@ import base64
 import binascii
 import io
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.tasks.llm import post_with_retries
+from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
 from promptlake.tasks.metadata import ImageMeta, read_metadata, save_with_metadata
+
+RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class GenerateError(RuntimeError):
@@ -33,6 +36,35 @@ class GenerateOptions:
     cfg_scale: float = 7.0
     timeout: float = 300.0
     retries: int = 2
+
+
+def post_with_retries(
+    session: requests.Session,
+    url: str,
+    *,
+    body: dict,
+    timeout: float,
+    retries: int,
+    backoff: tuple[float, float],
+) -> requests.Response:
+    """POST JSON; retry timeouts, dropped connections, 429 and 5xx with exponential backoff and
+    jitter (honouring Retry-After). Returns the last reply; a network failure after the last
+    retry raises GenerateError."""
+    base, most = backoff
+    for attempt in range(retries + 1):
+        last = attempt == retries
+        try:
+            reply = session.post(url, json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            if last:
+                raise GenerateError(f"endpoint {url} failed: {exc}") from None
+            time.sleep(backoff_delay(attempt + 1, base=base, most=most))
+            continue
+        if reply.status_code not in RETRY_STATUSES or last:
+            return reply
+        after = retry_after_seconds(reply.headers.get("Retry-After"))
+        time.sleep(backoff_delay(attempt + 1, base=base, most=most, retry_after=after))
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 class Generator(Protocol):
@@ -67,11 +99,9 @@ class A1111Generator:
             self.session,
             url,
             body=body,
-            headers={},
             timeout=o.timeout,
             retries=o.retries,
             backoff=(1.0, 30.0),
-            error=GenerateError,
         )
         if reply.status_code != 200:
             raise GenerateError(
