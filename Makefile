@@ -8,12 +8,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 install: $(VENV)/.installed
 
-# torch first, pinned to the local CPU build, so the project's torch>= pin installs nothing more
+# torch first, pinned to the local CPU build, so the project's torch>= pin installs nothing more;
+# the diffusers extra too, so the tests run the diffusers generator
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,diffusers]'
 	touch $@
 
 test: install

@@ -86,7 +86,6 @@ class Settings(BaseSettings):
     llm_model: str = Field("gpt-4o-mini", description="Chat model name at that endpoint.")
     llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
     llm_retries: int = Field(3, ge=0, le=10, description="Retries on 429, 5xx and timeouts.")
-    llm_backoff_base: float = Field(1.0, ge=0, description="First LLM retry delay in seconds.")
     llm_temperature: float = Field(0.8, ge=0, le=2)
     refine_k: int = Field(12, ge=1, le=200, description="Neighbours a refine draws from.")
     refine_n: int = Field(3, ge=1, le=20, description="Variants a refine writes.")

@@ -25,7 +25,7 @@ from promptlake.storage.records import ShardStats
 from promptlake.storage.store import open_store
 from promptlake.storage.vectors import list_column
 from promptlake.tasks.encoder import get_encoder
-from promptlake.tasks.generate import GenerateOptions, make_generator
+from promptlake.tasks.generate import GenerateOptions, Generator, make_generator
 from promptlake.tasks.load import current_namespace
 from promptlake.tasks.phrases import normalize
 from promptlake.tasks.refine import RefineRequest, Variant, refine
@@ -94,6 +94,7 @@ def run_input(
     if markers.done(inp.key):
         return markers.read(inp.key)
     start = time.perf_counter()
+    gen = feedback_generator(settings) if opts.generate else None  # misconfigured: fail first
     store, shard = open_store(store_url(settings)), f"{STAGE}-{inp.key}"
     ns, model = current_namespace(data, settings)
     store.ensure_schema(ns, int(model["dim"]))
@@ -107,7 +108,7 @@ def run_input(
         f"fb-{hashlib.sha256((inp.key + v.prompt).encode()).hexdigest()[:16]}"
         for v in result.variants
     ]
-    images = _generate(result.variants, ids, data, settings) if opts.generate else {}
+    images = _generate(gen, result.variants, ids, data, settings) if gen else {}
     prompts = _rows(inp, result.variants, ids, images, ns)
     prompts = prompts.append_column(
         "prompt_vector", list_column(enc.encode_text([v.prompt for v in result.variants])[0])
@@ -133,16 +134,21 @@ def run_input(
     return stats
 
 
-def _generate(
-    variants: list[Variant], ids: list[str], data: DataDir, settings: Settings
-) -> dict[str, tuple[Path, bytes]]:
-    """One image per variant, kept as a PNG (prompt in its metadata) under feedback/images/."""
+def feedback_generator(settings: Settings) -> Generator:
+    """The configured generator. Cheap to make per input: a diffusers pipeline is loaded once
+    per process (``generate.diffusers_pipeline``), not once per generator."""
     if not settings.generator:
         raise ValueError("generate needs a generator: set PROMPTLAKE_GENERATOR")
     options = GenerateOptions(
         settings.generator_steps, settings.generator_width, settings.generator_height
     )
-    gen = make_generator(settings.generator, options, settings.device)
+    return make_generator(settings.generator, options, settings.device)
+
+
+def _generate(
+    gen: Generator, variants: list[Variant], ids: list[str], data: DataDir, settings: Settings
+) -> dict[str, tuple[Path, bytes]]:
+    """One image per variant, kept as a PNG (prompt in its metadata) under feedback/images/."""
     out = {}
     for v, rid in zip(variants, ids, strict=True):
         seed = int(rid[3:11], 16)  # from the id: a rerun draws the same image

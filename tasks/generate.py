@@ -11,14 +11,19 @@ import base64
 import binascii
 import io
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.tasks.llm import post_with_retries
+from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
 from promptlake.tasks.metadata import ImageMeta, read_metadata, save_with_metadata
+
+RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class GenerateError(RuntimeError):
@@ -33,6 +38,35 @@ class GenerateOptions:
     cfg_scale: float = 7.0
     timeout: float = 300.0
     retries: int = 2
+
+
+def post_with_retries(
+    session: requests.Session,
+    url: str,
+    *,
+    body: dict,
+    timeout: float,
+    retries: int,
+    backoff: tuple[float, float],
+) -> requests.Response:
+    """POST JSON; retry timeouts, dropped connections, 429 and 5xx with exponential backoff and
+    jitter (honouring Retry-After). Returns the last reply; a network failure after the last
+    retry raises GenerateError."""
+    base, most = backoff
+    for attempt in range(retries + 1):
+        last = attempt == retries
+        try:
+            reply = session.post(url, json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            if last:
+                raise GenerateError(f"endpoint {url} failed: {exc}") from None
+            time.sleep(backoff_delay(attempt + 1, base=base, most=most))
+            continue
+        if reply.status_code not in RETRY_STATUSES or last:
+            return reply
+        after = retry_after_seconds(reply.headers.get("Retry-After"))
+        time.sleep(backoff_delay(attempt + 1, base=base, most=most, retry_after=after))
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 class Generator(Protocol):
@@ -67,11 +101,9 @@ class A1111Generator:
             self.session,
             url,
             body=body,
-            headers={},
             timeout=o.timeout,
             retries=o.retries,
             backoff=(1.0, 30.0),
-            error=GenerateError,
         )
         if reply.status_code != 200:
             raise GenerateError(
@@ -98,49 +130,82 @@ class A1111Generator:
         return save_with_metadata(img, ImageMeta(prompt, negative, settings))
 
 
-class DiffusersGenerator:
-    """A diffusers text-to-image pipeline, built once per process (``pip install diffusers``)."""
+DIFFUSERS_HELP = (
+    "could not load the diffusers pipeline {model!r} ({error}). Offline, point "
+    "PROMPTLAKE_GENERATOR at diffusers:<dir> written by save_pretrained(), or pre-fill HF_HOME "
+    "and set HF_HUB_OFFLINE=1."
+)
+_PIPELINES: dict[tuple[str, str, str], tuple[Any, threading.Lock]] = {}
+_PIPELINES_LOCK = threading.Lock()
+PIPELINE_BUILDS: Counter[tuple[str, str, str]] = Counter()  # (model, device, dtype) → loads
 
-    _lock = threading.Lock()
+
+def diffusers_pipeline(model: str, device: str, dtype: str) -> tuple[Any, threading.Lock]:
+    """The process-wide text-to-image pipeline for (model, device, dtype): loaded on first use,
+    then shared by every generator and input; with a lock, as a pipeline's scheduler keeps
+    per-call state and must not run two calls at once."""
+    key = (model, device, dtype)
+    with _PIPELINES_LOCK:
+        if key not in _PIPELINES:
+            _PIPELINES[key] = (_load_pipeline(model, device, dtype), threading.Lock())
+            PIPELINE_BUILDS[key] += 1
+        return _PIPELINES[key]
+
+
+def _load_pipeline(model: str, device: str, dtype: str) -> Any:
+    """``AutoPipelineForText2Image.from_pretrained``: the local cache first (no hub round trips
+    offline), then the hub."""
+    try:
+        import torch
+        from diffusers import AutoPipelineForText2Image
+    except ImportError:
+        raise GenerateError(
+            "the diffusers generator needs the diffusers extra: pip install -e '.[diffusers]'"
+        ) from None
+    if Path(model).is_absolute() and not Path(model).is_dir():
+        raise GenerateError(DIFFUSERS_HELP.format(model=model, error="no such directory"))
+    error = ""
+    for local_only in (True, False):
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(
+                model, dtype=getattr(torch, dtype), local_files_only=local_only
+            )
+            break
+        except (OSError, ValueError) as exc:
+            error = str(exc).splitlines()[0][:300]
+    else:
+        raise GenerateError(DIFFUSERS_HELP.format(model=model, error=error))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class DiffusersGenerator:
+    """A diffusers text-to-image pipeline in this process (the ``diffusers`` extra), loaded
+    once per process and model: see ``diffusers_pipeline``."""
 
     def __init__(self, model: str, options: GenerateOptions, device: str = "auto") -> None:
         from promptlake.tasks.encoder import pick_device
 
         self.model, self.options = model, options
         self.device = pick_device(device)
+        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
         self.name = f"diffusers:{model}"
-        self._pipe = None
-
-    def pipeline(self):
-        with self._lock:
-            if self._pipe is None:
-                try:
-                    import torch
-                    from diffusers import AutoPipelineForText2Image
-                except ImportError:
-                    raise GenerateError(
-                        "the diffusers generator needs diffusers: pip install diffusers"
-                    ) from None
-                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-                pipe = AutoPipelineForText2Image.from_pretrained(self.model, torch_dtype=dtype)
-                pipe.set_progress_bar_config(disable=True)
-                self._pipe = pipe.to(self.device)
-            return self._pipe
 
     def generate(self, prompt: str, *, negative: str, seed: int) -> bytes:
         import torch
 
         o = self.options
-        pipe = self.pipeline()
-        img = pipe(
-            prompt,
-            negative_prompt=negative or None,
-            num_inference_steps=o.steps,
-            guidance_scale=o.cfg_scale,
-            width=o.width,
-            height=o.height,
-            generator=torch.Generator("cpu").manual_seed(seed),
-        ).images[0]
+        pipe, busy = diffusers_pipeline(self.model, self.device, self.dtype)
+        with busy:
+            img = pipe(
+                prompt,
+                negative_prompt=negative or None,
+                num_inference_steps=o.steps,
+                guidance_scale=o.cfg_scale,
+                width=o.width,
+                height=o.height,
+                generator=torch.Generator("cpu").manual_seed(seed),
+            ).images[0]
         settings = {
             "Steps": str(o.steps),
             "CFG scale": str(o.cfg_scale),

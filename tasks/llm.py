@@ -1,20 +1,21 @@
-"""llm: a small client for OpenAI-compatible chat-completions endpoints.
+"""llm: chat completions from any OpenAI-compatible endpoint, through the ``openai`` SDK.
 
-Works with OpenAI, vLLM, Ollama (``http://localhost:11434/v1``) and llama.cpp's server. The API
-key is sent only in the Authorization header and is scrubbed from every error message.
+Works with OpenAI, vLLM, Ollama (``http://localhost:11434/v1``) and llama.cpp's server, which all
+document this SDK. Retries are the SDK's: timeouts, dropped connections, 408, 409, 429 and 5xx,
+``max_retries`` times, waiting what ``Retry-After`` asks (up to 2 minutes; a longer wait is not
+retried) or else 0.5 s doubling to 8 s, jittered. The API key goes only into the Authorization
+header and is scrubbed from every error; without a key no Authorization header is sent.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
-import requests
+import openai
 
-from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
-
-RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+# The SDK insists on a key; keyless local servers get this placeholder, never sent (see complete).
+KEYLESS = "no-key"
 
 
 class LLMError(RuntimeError):
@@ -23,15 +24,14 @@ class LLMError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatConfig:
-    """Where and how to call the model."""
+    """Where and how to call the model. ``retries`` and ``timeout`` (seconds per try) go to the
+    SDK's ``max_retries`` and ``timeout``."""
 
     base_url: str
     model: str
-    api_key: str = ""
+    api_key: str = field(default="", repr=False)
     timeout: float = 60.0
     retries: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
     temperature: float = 0.8
     max_tokens: int = 800
 
@@ -48,93 +48,73 @@ class ChatConfig:
         return self.base_url.rstrip("/") + "/chat/completions"
 
 
-def post_with_retries(
-    session: requests.Session,
-    url: str,
-    *,
-    body: dict,
-    headers: dict[str, str],
-    timeout: float,
-    retries: int,
-    backoff: tuple[float, float],
-    scrub: Callable[[str], str] = str,
-    error: type[Exception] = LLMError,
-) -> requests.Response:
-    """POST JSON; retry timeouts, dropped connections, 429 and 5xx with exponential backoff and
-    jitter (honouring Retry-After). Returns the last reply; a network failure after the last
-    retry raises ``error`` (its text passed through ``scrub``)."""
-    base, most = backoff
-    for attempt in range(retries + 1):
-        last = attempt == retries
-        try:
-            reply = session.post(url, json=body, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            if last:
-                raise error(scrub(f"endpoint {url} failed: {exc}")) from None
-            time.sleep(backoff_delay(attempt + 1, base=base, most=most))
-            continue
-        if reply.status_code not in RETRY_STATUSES or last:
-            return reply
-        after = retry_after_seconds(reply.headers.get("Retry-After"))
-        time.sleep(backoff_delay(attempt + 1, base=base, most=most, retry_after=after))
-    raise AssertionError("unreachable")  # the last attempt returns or raises
+@functools.lru_cache(maxsize=16)
+def sdk_client(config: ChatConfig) -> openai.OpenAI:
+    """One SDK client (and so one connection pool) per configuration and process: building one
+    costs tens of milliseconds, more than a loopback completion."""
+    return openai.OpenAI(
+        base_url=config.base_url,
+        api_key=config.api_key or KEYLESS,
+        timeout=config.timeout,
+        max_retries=config.retries,
+    )
 
 
 class ChatClient:
-    """``complete(messages)`` → the reply text, with retries on 429/5xx and timeouts."""
+    """``complete(messages)`` → the reply text."""
 
-    def __init__(self, config: ChatConfig, session: requests.Session | None = None) -> None:
+    def __init__(self, config: ChatConfig) -> None:
         self.config = config
-        self.session = session or requests.Session()
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """One chat completion; raises LLMError with the endpoint and reason (never the key)."""
         cfg = self.config
-        body = {
-            "model": cfg.model,
-            "messages": messages,
-            "temperature": cfg.temperature,
-            "max_tokens": cfg.max_tokens,
-        }
-        headers = {"Content-Type": "application/json"}
-        if cfg.api_key:
-            headers["Authorization"] = f"Bearer {cfg.api_key}"
-        reply = post_with_retries(
-            self.session,
-            cfg.endpoint,
-            body=body,
-            headers=headers,
-            timeout=cfg.timeout,
-            retries=cfg.retries,
-            backoff=(cfg.backoff_base, cfg.backoff_max),
-            scrub=self._scrub,
-        )
-        if reply.status_code != 200:
-            raise LLMError(self._scrub(self._status_message(reply)))
-        return self._content(reply)
+        # keyless servers (Ollama, llama.cpp, vLLM without --api-key) get no Authorization at all
+        headers = {} if cfg.api_key else {"Authorization": openai.omit}
+        try:
+            raw = sdk_client(cfg).chat.completions.with_raw_response.create(
+                model=cfg.model,
+                messages=messages,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                extra_headers=headers,
+            )
+        except openai.APIStatusError as exc:
+            raise LLMError(self._scrub(self._status_message(exc))) from None
+        except openai.APIError as exc:  # connection failures and timeouts, after the retries
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            raise LLMError(
+                self._scrub(
+                    f"LLM endpoint {cfg.endpoint} failed after {cfg.retries + 1} tries: "
+                    f"{exc}{cause}"
+                )
+            ) from None
+        return self._content(raw)
 
-    def _status_message(self, reply: requests.Response) -> str:
+    def _status_message(self, exc: openai.APIStatusError) -> str:
         hint = {
             401: " (check PROMPTLAKE_LLM_API_KEY)",
             404: " (check PROMPTLAKE_LLM_BASE_URL and PROMPTLAKE_LLM_MODEL)",
         }
         return (
-            f"LLM endpoint {self.config.endpoint} answered HTTP {reply.status_code}"
-            f"{hint.get(reply.status_code, '')}: {reply.text[:300]}"
+            f"LLM endpoint {self.config.endpoint} answered HTTP {exc.status_code}"
+            f"{hint.get(exc.status_code, '')}: {exc.response.text[:300]}"
         )
 
-    def _content(self, reply: requests.Response) -> str:
+    def _content(self, raw: openai.APIResponse) -> str:
+        """The reply's text; the SDK parses leniently, so the shape is checked here."""
         try:
-            data = reply.json()
-            content = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            content = raw.parse().choices[0].message.content
+        except (ValueError, AttributeError, IndexError, TypeError):
+            content = None
+        if not isinstance(content, str):
             raise LLMError(
                 self._scrub(
                     f"LLM endpoint {self.config.endpoint} sent a reply that is not a chat "
-                    f"completion (no choices[0].message.content): {reply.text[:300]!r}"
+                    f"completion (no choices[0].message.content): {raw.text[:300]!r}"
                 )
-            ) from None
-        if not isinstance(content, str) or not content.strip():
+            )
+        if not content.strip():
             raise LLMError(f"LLM endpoint {self.config.endpoint} sent an empty completion")
         return content
 

@@ -195,13 +195,13 @@ def make_refiner(choice: str, settings: Settings, budget: TokenBudget) -> Refine
 
 
 def chat_config(settings: Settings) -> ChatConfig:
+    """The chat client's settings: PROMPTLAKE_LLM_* (retries and timeout go to the SDK)."""
     return ChatConfig(
         base_url=settings.llm_base_url or "",
         model=settings.llm_model,
         api_key=settings.llm_api_key.get_secret_value(),
         timeout=settings.llm_timeout,
         retries=settings.llm_retries,
-        backoff_base=settings.llm_backoff_base,
         temperature=settings.llm_temperature,
     )
 

@@ -1,7 +1,8 @@
 """Loopback HTTP servers speaking the APIs promptlake calls, for tests: OpenAI chat
 completions (``ChatServer``) and AUTOMATIC1111's txt2img (``A1111Server``).
 
-``script`` queues raw replies (status, body, headers) before the default answers.
+``script`` queues raw replies (status, body, headers) before the default answers; ``requests``
+records each request's path, headers (names in lower case) and JSON body.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class JsonServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with srv.lock:
                     srv.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "json": json.loads(body),
+                        }
                     )
                     scripted = srv.script.pop(0) if srv.script else None
                 if self.path != srv.route:

@@ -1,10 +1,12 @@
-"""The feedback flow: weak searches and ideas → refined prompts (and A1111-generated images)
-written back with lineage; a repeated or retried run adds nothing twice."""
+"""The feedback flow: weak searches and ideas → refined prompts (and images generated through
+AUTOMATIC1111's API or a diffusers pipeline) written back with lineage; a repeated or retried
+run adds nothing twice."""
 
 from pathlib import Path
 
 import pytest
 
+from promptlake.cli import main
 from promptlake.flows.feedback import feedback_flow
 from promptlake.flows.params import FeedbackParams
 from promptlake.settings import store_url
@@ -12,15 +14,22 @@ from promptlake.storage.layout import DataDir
 from promptlake.storage.markers import Markers
 from promptlake.storage.store import Filters, open_store
 from promptlake.tasks.feedback import STAGE, pick_inputs
+from promptlake.tasks.generate import PIPELINE_BUILDS
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.search import SearchRequest, search
 from tests.api_servers import A1111Server
 from tests.conftest import artifacts_of
+from tests.tiny_sd import build_sd
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 IDEA = "a cat sleeping on the sofa"
 NOVEL = "an origami crane on a glass table"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory, tiny_clip) -> str:
+    return str(build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", tokenizer_dir=tiny_clip))
 
 
 def counts(s):
@@ -107,3 +116,37 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
     )[0]
     assert img.id == rid and img.origin == "feedback"
     assert logged == 2  # the feedback's own retrievals are not logged as searches
+
+
+def test_cli_feedback_generates_with_a_diffusers_pipeline(built, tiny_sd, monkeypatch, capsys):
+    s, _ = built
+    env = {
+        "GENERATOR": f"diffusers:{tiny_sd}",
+        "GENERATOR_STEPS": "2",
+        "GENERATOR_WIDTH": "64",
+        "GENERATOR_HEIGHT": "64",
+        "DEVICE": "cpu",
+        "PRECISION": "fp32",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(f"PROMPTLAKE_{name}", value)
+    key = (tiny_sd, "cpu", "float32")
+    before = PIPELINE_BUILDS[key]
+    args = ["feedback", IDEA, NOVEL, "--data-dir", str(s.data_dir), "--no-searches", "-n", "2"]
+    assert main([*args, "--llm", "offline", "--generate"]) == 0
+    assert "feedback: 2 inputs, 4 prompts written back" in capsys.readouterr().out
+    assert PIPELINE_BUILDS[key] == before + 1  # four images, two inputs, one pipeline
+
+    store = open_store(store_url(s))
+    rows = store.client.query(
+        "SELECT p.id, p.prompt, p.url, length(i.image_vector) FROM promptlake.prompts AS p "
+        "INNER JOIN promptlake.images AS i ON i.id = p.id WHERE p.origin = 'feedback'"
+    ).result_rows
+    dim = len(store.client.query("SELECT prompt_vector FROM promptlake.prompts").result_rows[0][0])
+    assert len(rows) == 4 and {r[3] for r in rows} == {dim}
+    for _rid, prompt, url, _ in rows:
+        png = Path(url.removeprefix("file://")).read_bytes()
+        meta = read_metadata(png)
+        assert meta.prompt == prompt and meta.negative_prompt == s.feedback_negative
+        assert meta.settings["Model"] == tiny_sd and meta.settings["Size"] == "64x64"
+        assert meta.settings["Steps"] == "2"
