@@ -20,7 +20,7 @@ from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
 from promptlake.tasks.index import index_task
-from promptlake.tasks.load import load_task, retain_task
+from promptlake.tasks.load import load_task, reconcile_task
 from promptlake.tasks.plan import plan_task
 
 
@@ -93,7 +93,7 @@ def ingest(params: IngestParams) -> IngestSummary:
                 )
             if params.runs("load") and not summary.failed:
                 local.submit(
-                    retain_task, {"data_dir": data_dir, "settings": settings, "shards": shards}
+                    reconcile_task, {"data_dir": data_dir, "settings": settings, "shards": shards}
                 ).result()
             if params.runs("index") and not summary.failed:
                 summary.index = local.submit(

@@ -105,6 +105,18 @@ class ImageCache:
     def put(self, record: FetchRecord, image: bytes | None) -> None:
         self.put_many([(record, image)])
 
+    def delete(self, ids: Iterable[str]) -> int:
+        """Forget the records and images of ``ids`` (rows the source no longer has); returns how
+        many records there were."""
+        keys = [rid.encode() for rid in ids]
+        if not keys:
+            return 0
+        with self._write_lock, self._gate.shared(), self._begin(write=True) as txn:
+            found = sum(txn.delete(key, db=self._meta) for key in keys)
+            for key in keys:
+                txn.delete(key, db=self._img)
+        return found
+
     def records(self, ids: Iterable[str]) -> dict[str, FetchRecord]:
         """Fetch records for the ids that have one."""
         out = {}

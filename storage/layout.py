@@ -43,6 +43,20 @@ class DataDir:
     def shard_file(self, shard: str) -> Path:
         return self.plan_dir / "shards" / f"{shard}.parquet"
 
+    @property
+    def row_index(self) -> Path:
+        """Every live row's id, fingerprint and shard: what the next plan compares against."""
+        return self.plan_dir / "index.parquet"
+
+    @property
+    def retired_rows(self) -> Path:
+        return self.plan_dir / "retired.parquet"
+
+    @property
+    def staging(self) -> Path:
+        """The source's valid rows while a plan is being made."""
+        return self.plan_dir / ".staging.parquet"
+
     def fetch_status(self, shard: str) -> Path:
         return self.root / "fetch" / f"{shard}.parquet"
 
@@ -68,6 +82,11 @@ class DataDir:
     def ingest_record(self) -> Path:
         """The parameters of the last ingest, for ``resume``."""
         return self.root / "state" / "ingest.json"
+
+    @property
+    def reconciled(self) -> Path:
+        """How many retired rows the store and the cache have already let go of."""
+        return self.root / "state" / "reconciled.json"
 
     @property
     def index_marker(self) -> Path:

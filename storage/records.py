@@ -54,15 +54,38 @@ class ShardStats:
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One planned shard: its name and row count."""
+    """One planned shard: its name, the rows in its file, and how many of those later plans
+    retired (changed or removed in the source)."""
 
     name: str
     rows: int
+    retired: int = 0
+
+    @property
+    def live(self) -> int:
+        return self.rows - self.retired
+
+
+@dataclass(frozen=True)
+class PlanGeneration:
+    """One planning of the source: what changed since the previous one."""
+
+    number: int
+    source_sha256: str
+    planned_at: float
+    rows_total: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    shards: list[str]
 
 
 @dataclass
 class PlanManifest:
-    """The result of the plan stage: how the source was split."""
+    """The result of the plan stage: how the source was split, generation after generation.
+    The row counts describe the source as it is now; ``shards`` holds every shard ever planned
+    (names are stable), with the rows later generations retired from each."""
 
     source_sha256: str
     shard_size: int
@@ -72,6 +95,7 @@ class PlanManifest:
     rows_rejected: int
     rejects_by_reason: dict[str, int]
     shards: list[ShardRef]
+    generations: list[PlanGeneration] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +103,8 @@ class PlanManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanManifest:
         shards = [ShardRef(**s) for s in data["shards"]]
-        return cls(**{**data, "shards": shards})
+        gens = [PlanGeneration(**g) for g in data.get("generations", [])]
+        return cls(**{**data, "shards": shards, "generations": gens})
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 from promptlake.storage.layout import DataDir, read_json
@@ -59,6 +61,7 @@ def status(data: DataDir) -> dict[str, Any]:
         "rejects_by_reason": plan.rejects_by_reason,
     }
     out["shards"] = len(shards)
+    out["generations"] = [dataclasses.asdict(g) for g in plan.generations]
     out["stages"], missing = {}, {}
     for stage in SHARDED_STAGES:
         out["stages"][stage], missing[stage] = stage_status(data, stage, shards)
@@ -157,6 +160,13 @@ def format_status(report: dict[str, Any]) -> str:
     )
     for reason, n in sorted(rows["rejects_by_reason"].items()):
         lines.append(f"            rejected {reason}: {n:,}")
+    for g in report.get("generations", []):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(g["planned_at"]))
+        lines.append(
+            f"plan generation {g['number']}: {when}, +{g['added']:,} added, {g['changed']:,} "
+            f"changed, -{g['removed']:,} removed, {g['unchanged']:,} unchanged → "
+            f"{shard_ranges(g['shards'])}"
+        )
     for stage, st in report["stages"].items():
         if stage == "index":
             built = "built" if "tables" in st else "not built"

@@ -151,20 +151,28 @@ class Store:
             self.client.insert_arrow(self.table(name), rows)
         return rows.num_rows
 
-    def retain_shards(self, name: str, keep: list[str]) -> int:
-        """Delete the dataset rows of table ``name`` whose shard is not in ``keep``: a source
-        planned again leaves no rows under shard names its plan no longer has. Returns how many
-        rows went."""
+    def drop_dataset_rows(
+        self, name: str, *, keep_shards: list[str], retired: list[tuple[str, str]]
+    ) -> int:
+        """Delete the dataset rows of table ``name`` that the plan no longer holds: those under
+        shard names it lacks (a forced re-plan) and the retired ``(shard, id)`` pairs (rows a
+        later plan changed or removed). Returns how many rows went."""
         self._check_table(name)
-        exists = f"EXISTS TABLE {self.table(name)}"
-        if not self.client.query(exists).result_rows[0][0]:
+        if not self.client.query(f"EXISTS TABLE {self.table(name)}").result_rows[0][0]:
             return 0
-        where = f"FROM {self.table(name)} WHERE origin = 'dataset' AND "
-        where += "NOT has({keep:Array(String)}, shard)"
-        gone = self.client.query(f"SELECT count() {where}", parameters={"keep": keep})
-        if gone.result_rows[0][0]:
-            self.client.command(f"DELETE {where}", parameters={"keep": keep})
-        return int(gone.result_rows[0][0])
+        gone = 0
+        for start in range(0, max(len(retired), 1), 10_000):  # bounded statement size
+            keys = [f"{shard}/{rid}" for shard, rid in retired[start : start + 10_000]]
+            where = (
+                f"FROM {self.table(name)} WHERE origin = 'dataset' AND (NOT has({{keep:"
+                "Array(String)}, shard) OR has({keys:Array(String)}, concat(shard, '/', id)))"
+            )
+            params = {"keep": keep_shards, "keys": keys}
+            found = self.client.query(f"SELECT count() {where}", parameters=params)
+            if found.result_rows[0][0]:
+                self.client.command(f"DELETE {where}", parameters=params)
+                gone += int(found.result_rows[0][0])
+        return gone
 
     def count(self, name: str) -> int:
         self._check_table(name)

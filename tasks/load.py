@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 
 from promptlake.settings import Settings, store_url
 from promptlake.storage import vectors
-from promptlake.storage.layout import DataDir
+from promptlake.storage.image_cache import ImageCache
+from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.markers import Markers
+from promptlake.storage.planfiles import read_retired
 from promptlake.storage.records import ShardStats
 from promptlake.storage.store import open_store, redact_url
 from promptlake.storage.vectors import list_column, read_vectors
@@ -44,6 +47,10 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
     store.ensure_schema(ns, int(model["dim"]))
     prompts = _prompt_rows(data, shard, ns)
     images = _image_rows(data, shard, ns, prompts)
+    retired = read_retired(data, shard)["id"].combine_chunks()
+    if len(retired):  # rows a later plan changed or removed: their current copies live elsewhere
+        prompts = prompts.filter(pc.invert(pc.is_in(prompts["id"], value_set=retired)))
+        images = images.filter(pc.invert(pc.is_in(images["id"], value_set=retired)))
     store.load_shard("prompts", shard, prompts)
     store.load_shard("images", shard, images)
     stats = ShardStats(
@@ -100,17 +107,31 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
     )
 
 
-def retain(data: DataDir, settings: Settings, shards: list[str]) -> dict[str, int]:
-    """Drop the store's dataset rows under shard names the plan no longer has (a forced re-plan
-    with another shard size, a source that shrank); returns the rows dropped per table."""
+def reconcile(data: DataDir, settings: Settings, shards: list[str]) -> dict[str, int]:
+    """Make the store and the image cache hold what the plan holds: drop dataset rows under
+    shard names the plan lacks (a forced re-plan) and rows later plans retired, and the cached
+    images of rows the source no longer has. Retired rows are applied once (an offset kept in
+    ``state/reconciled.json``); returns what went, per table and from the cache."""
+    retired = read_retired(data)
+    marker = data.reconciled
+    done = read_json(marker)["retired_applied"] if marker.exists() else 0
+    todo = retired.slice(done)
+    pairs = list(zip(todo["shard"].to_pylist(), todo["id"].to_pylist(), strict=True))
     store = open_store(store_url(settings))
-    return {name: store.retain_shards(name, shards) for name in ("prompts", "images")}
+    out = {
+        name: store.drop_dataset_rows(name, keep_shards=shards, retired=pairs)
+        for name in ("prompts", "images")
+    }
+    removed = todo.filter(pc.equal(todo["reason"], "removed"))["id"].to_pylist()
+    out["cache"] = ImageCache.open(data.image_cache, settings.lmdb_map_size).delete(removed)
+    write_json(marker, {"retired_applied": retired.num_rows})
+    return out
 
 
-@task(name=f"{STAGE}-retain")
-def retain_task(data_dir: str, settings: Settings, shards: list[str]) -> dict[str, int]:
-    """Prefect task: ``retain`` (in the flow's process, beside the loads)."""
-    return retain(DataDir(data_dir), settings, shards)
+@task(name=f"{STAGE}-reconcile")
+def reconcile_task(data_dir: str, settings: Settings, shards: list[str]) -> dict[str, int]:
+    """Prefect task: ``reconcile`` (in the flow's process, beside the loads)."""
+    return reconcile(DataDir(data_dir), settings, shards)
 
 
 @task(name=STAGE)

@@ -1,4 +1,6 @@
 import gzip
+import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -6,7 +8,8 @@ import pytest
 
 from promptlake.storage.records import REQUIRED_COLUMNS
 from promptlake.tasks.download import download
-from promptlake.tasks.plan import PlanError, check_row, plan, read_shard, url_problem
+from promptlake.tasks.plan import PlanError, plan, read_shard
+from promptlake.tasks.rows import Columns, check_row, url_problem
 from tests.conftest import write_csv
 
 GOOD = [
@@ -72,7 +75,11 @@ def test_same_input_gives_same_shards(tmp_path, data):
     a = _plan(tmp_path, data, GOOD + BAD)
     other = DataDir(tmp_path / "other")
     b = plan(download(str(tmp_path / "p.csv"), other), other, shard_size=4)
-    assert a == b
+    assert (a.shards, a.rows_valid, a.rejects_by_reason) == (
+        b.shards,
+        b.rows_valid,
+        b.rejects_by_reason,
+    )
     for s in a.shards:
         assert read_shard(data, s.name).equals(read_shard(other, s.name))
 
@@ -114,14 +121,14 @@ def test_limit_and_replanning_rules(tmp_path, data):
     m = _plan(tmp_path, data, GOOD + BAD, limit=5)
     assert m.rows_total == 5 and m.rows_valid == 5
     assert _plan(tmp_path, data, GOOD + BAD, limit=5) == m  # same settings: reused
-    with pytest.raises(PlanError, match="planned from another source or settings"):
+    with pytest.raises(PlanError, match="planned with shard size 4, not 3"):
         _plan(tmp_path, data, GOOD + BAD, shard_size=3, limit=5)
     m2 = _plan(tmp_path, data, GOOD + BAD, shard_size=3, force=True)
     assert m2.rows_valid == 10 and len(m2.shards) == 4
 
 
 def test_row_checks():
-    seen: set[str] = set()
+    seen = Columns.of(list(REQUIRED_COLUMNS), Path("p.csv"))
     row, reason, _ = check_row(
         {
             "id": " x ",
@@ -137,3 +144,55 @@ def test_row_checks():
     assert url_problem("file:///tmp/a.png") is None
     assert url_problem("http:///nohost.png") == "invalid_url"
     assert url_problem("http://h/a b.png") == "invalid_url"
+
+
+def _rows(n, start=0, tag=""):
+    return [
+        [f"r{i}", f"prompt {i}{tag}, oil painting", f"http://x.test/{i}.jpg", 512, 512, "s"]
+        for i in range(start, start + n)
+    ]
+
+
+def test_a_grown_source_is_planned_incrementally(tmp_path, data):
+    """Append 30%, change 5%, delete 5%: existing shards stay as they were, only new and
+    changed rows go into new shards, and the old copies are retired with a reason."""
+    from promptlake.storage.planfiles import read_index, read_retired
+
+    first = _plan(tmp_path, data, _rows(100), shard_size=10)
+    before = {s.name: data.shard_file(s.name).read_bytes() for s in first.shards}
+    rows = _rows(100)
+    for i in range(5):  # change 5%
+        rows[i * 20][1] = f"prompt {i * 20}, watercolor"
+    del rows[95:]  # delete 5%
+    rows += _rows(30, start=100)  # append 30%
+    second = _plan(tmp_path, data, rows, shard_size=10)
+    assert [s.name for s in second.shards] == [f"{i:05d}" for i in range(14)]
+    assert {s.name: data.shard_file(s.name).read_bytes() for s in first.shards} == before
+    gen = second.generations[-1]
+    assert (gen.number, gen.added, gen.changed, gen.removed, gen.unchanged) == (2, 30, 5, 5, 90)
+    assert gen.shards == ["00010", "00011", "00012", "00013"]
+    assert second.rows_valid == 125 == sum(s.live for s in second.shards)
+    new_ids = [i for s in gen.shards for i in read_shard(data, s)["id"].to_pylist()]
+    assert new_ids == ["r0", "r20", "r40", "r60", "r80"] + [f"r{i}" for i in range(100, 130)]
+    assert read_shard(data, "00010")["prompt"][1].as_py() == "prompt 20, watercolor"
+    retired = read_retired(data).to_pylist()
+    assert sorted((r["shard"], r["id"], r["reason"]) for r in retired) == sorted(
+        [(f"{i * 2:05d}", f"r{i * 20}", "changed") for i in range(5)]
+        + [("00009", f"r{i}", "removed") for i in range(95, 100)]
+    )
+    assert [s.retired for s in second.shards[:10]] == [1, 0, 1, 0, 1, 0, 1, 0, 1, 5]
+    index = read_index(data)
+    assert sorted(index["id"].to_pylist()) == sorted(r[0] for r in rows)
+    assert _plan(tmp_path, data, rows, shard_size=10).generations == second.generations  # reused
+
+
+def test_columns_beyond_the_six_are_kept(tmp_path, data):
+    header = [*REQUIRED_COLUMNS, "Negative_Prompt", "seed", "model", "sampler_name", "foo"]
+    rows = [[*r, "blurry", 42, "sdxl-base", "euler", "bar"] for r in GOOD[:2]]
+    m = plan(
+        download(str(write_csv(tmp_path / "p.csv", rows, header=header)), data), data, shard_size=10
+    )
+    row = read_shard(data, m.shards[0].name).to_pylist()[0]
+    assert (row["negative_prompt"], row["model_name"]) == ("blurry", "sdxl-base")
+    assert json.loads(row["settings"]) == {"sampler_name": "euler", "seed": "42"}
+    assert json.loads(row["extra"]) == {"foo": "bar"}
