@@ -57,7 +57,7 @@ def process_image(
     fmt: str = "jpeg",
     quality: int = 90,
     max_pixels: int = 64_000_000,
-    resample: str = "bilinear",
+    resample: str = "box",
 ) -> ProcessedImage:
     """Decode ``body``, shrink its shorter side to ``size`` (never enlarging), re-encode it."""
     with warnings.catch_warnings():
