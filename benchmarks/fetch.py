@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -27,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -115,9 +118,27 @@ def write_inputs(rows: list[tuple[str, str]], work: Path) -> tuple[Path, Path]:
     return ours, theirs
 
 
-def run_promptlake(src: Path, out: Path, workers: int, shards: int, runner: str) -> dict:
+def checkout(ref: str, into: Path) -> Path:
+    """promptlake at git ``ref``, laid out as installed (pyproject's package-dir), for
+    PYTHONPATH: the same harness then measures that code in the same rounds."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True)
+    if archive.returncode:
+        raise SystemExit(f"git archive {ref}: {archive.stderr.decode().strip()}")
+    src, pkg = into / "src", into / "pkg"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(src, filter="data")
+    shutil.copytree(src / "promptlake", pkg / "promptlake")
+    for sub in ("flows", "tasks", "storage", "deployments"):
+        shutil.copytree(src / sub, pkg / "promptlake" / sub)
+    return pkg
+
+
+def run_promptlake(
+    src: Path, out: Path, workers: int, shards: int, runner: str, code: Path | None = None
+) -> dict:
     cmd = [sys.executable, __file__, "--child", str(src), str(out), str(workers), str(shards)]
-    result, stdout = _measure([*cmd, runner])
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    result, stdout = _measure([*cmd, runner], env)
     return {**result, **json.loads(stdout.strip().splitlines()[-1])}
 
 
@@ -206,7 +227,7 @@ def _rate(r: dict) -> float:
 
 def _report(name: str, r: dict) -> str:
     return (
-        f"{name:19} {r['seconds']:7.2f} s  {_rate(r):7.1f} images/s  success "
+        f"{name:27} {r['seconds']:7.2f} s  {_rate(r):7.1f} images/s  success "
         f"{r['ok']}/{r['total']} ({100 * r['ok'] / max(1, r['total']):.1f}%)  "
         f"CPU {r['cpu']:6.2f} s ({1000 * r['cpu'] / max(1, r['ok']):.2f} ms/image)  "
         f"PSS {r['pss'] / 2**20:6.1f} MiB, largest USS {r['uss'] / 2**20:6.1f} MiB"
@@ -251,6 +272,12 @@ def main() -> None:
         default="both",
         help="promptlake shards in threads of one process, or in processes",
     )
+    ap.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        help="also measure promptlake at this git ref (e.g. main), in the same rounds",
+    )
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -268,13 +295,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
         work = Path(tmp)
         ours, theirs = write_inputs(rows, work)
+        codes = {"": None}
+        for i, ref in enumerate(args.ref):
+            codes[f"@{ref}"] = checkout(ref, work / f"ref{i}")
         for i in range(args.rounds):
             print(f"round {i + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})")
-            for runner in runners:
-                out = work / f"pl-{runner}"
-                r = run_promptlake(ours, out, args.workers, args.shards, runner)
-                runs.setdefault(f"promptlake/{runner}", []).append(r)
-                print(_report(f"promptlake/{runner}", r))
+            for (tag, code), runner in itertools.product(codes.items(), runners):
+                name, out = f"promptlake{tag}/{runner}", work / "pl"
+                r = run_promptlake(ours, out, args.workers, args.shards, runner, code)
+                runs.setdefault(name, []).append(r)
+                print(_report(name, r))
                 shutil.rmtree(out)
             if not args.skip_img2dataset:
                 r = run_img2dataset(theirs, work / "i2d", args.n, args.workers, args.processes)

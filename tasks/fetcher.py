@@ -105,7 +105,7 @@ class Fetcher:
         if parts.scheme == "file":
             return self._read_file(parts.path)
         host = host_key(url)
-        guard = breaker(host, self.s.host_failure_threshold, self.s.host_probe_seconds)
+        guard = breaker(host, self.s)
         if not guard.admit():
             why = guard.state().reason
             return Download(

@@ -3,10 +3,12 @@ per row and retry. Shared by every fetch thread of a process (one breaker per ho
 
 A breaker is *closed* while its host answers. After ``threshold`` distinct URLs of the host failed
 to connect in a row (timeouts, refused connections, resets; any HTTP reply, 403 and 404 included,
-is an answer and resets the count) it *opens*: requests to the host are not sent and their rows
-get the retryable status ``host_down``. Every ``cooldown`` seconds one trial request goes through
-(*half-open*; rows that come meanwhile are ``host_down`` too); an answer closes the breaker, a
-failure keeps it open. ``--retry-failed`` closes the breakers of the hosts it retries.
+is an answer and resets the count) while the host has not answered for ``quiet`` seconds (or ever,
+in this process) it *opens*: requests to the host are not sent and their rows get the retryable
+status ``host_down``. The quiet period keeps a live host that stalls for a moment (a busy server,
+a slow network) from being taken for a dead one. Every ``cooldown`` seconds one trial request
+goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an answer closes the
+breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of the hosts it retries.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from urllib3.util import parse_url
+
+from promptlake.settings import Settings
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -49,19 +53,22 @@ class HostBreaker:
     def __init__(
         self,
         host: str,
+        *,
         threshold: int,
         cooldown: float,
+        quiet: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if threshold < 1 or cooldown <= 0:
-            raise ValueError(f"need threshold >= 1 and cooldown > 0, got {threshold}, {cooldown}")
-        self.host, self.threshold, self.cooldown = host, threshold, cooldown
+        if threshold < 1 or cooldown <= 0 or quiet < 0:
+            raise ValueError(f"bad breaker settings: {threshold=}, {cooldown=}, {quiet=}")
+        self.host, self.threshold, self.cooldown, self.quiet = host, threshold, cooldown, quiet
         self._clock = clock
         self._lock = threading.Lock()
         self._state = CLOSED
         self._failing: set[str] = set()  # distinct URLs failed since the host last answered
         self._reason = ""
         self._next_trial = 0.0
+        self._last_answer: float | None = None
 
     def admit(self) -> bool:
         """May a request go now? Always while closed; else one trial per cooldown."""
@@ -79,6 +86,13 @@ class HostBreaker:
         with self._lock:
             self._state, self._reason = CLOSED, ""
             self._failing.clear()
+            self._last_answer = self._clock()
+
+    def reset(self) -> None:
+        """Closed, as if never asked: a deliberate retry of the host's rows."""
+        with self._lock:
+            self._state, self._reason, self._last_answer = CLOSED, "", None
+            self._failing.clear()
 
     def failed(self, url: str, reason: str) -> None:
         """A request to ``url`` got no reply (timeout, refused, reset). Retries of one URL count
@@ -86,26 +100,31 @@ class HostBreaker:
         with self._lock:
             self._failing.add(url)
             self._reason = reason
+            now = self._clock()
             if self._state != CLOSED:  # a failed trial (or a late failure): stay open
                 self._state = OPEN
-            elif len(self._failing) >= self.threshold:
-                self._state, self._next_trial = OPEN, self._clock() + self.cooldown
+            elif len(self._failing) >= self.threshold and (
+                self._last_answer is None or now - self._last_answer >= self.quiet
+            ):
+                self._state, self._next_trial = OPEN, now + self.cooldown
 
     def state(self) -> HostState:
         with self._lock:
             return HostState(self.host, self._state, len(self._failing), self._reason)
 
 
-_BREAKERS: dict[tuple[str, int, float], HostBreaker] = {}
+_BREAKERS: dict[tuple[str, int, float, float], HostBreaker] = {}
 _LOCK = threading.Lock()
 
 
-def breaker(host: str, threshold: int, cooldown: float) -> HostBreaker:
-    """The process-wide breaker of ``host`` for these settings."""
+def breaker(host: str, s: Settings) -> HostBreaker:
+    """The process-wide breaker of ``host`` for these settings. A host is quiet once it has not
+    answered for two whole connect + read timeouts."""
+    quiet = 2 * (s.connect_timeout + s.read_timeout)
+    key = (host, s.host_failure_threshold, s.host_probe_seconds, quiet)
     with _LOCK:
-        key = (host, threshold, cooldown)
         if key not in _BREAKERS:
-            _BREAKERS[key] = HostBreaker(host, threshold, cooldown)
+            _BREAKERS[key] = HostBreaker(host, threshold=key[1], cooldown=key[2], quiet=quiet)
         return _BREAKERS[key]
 
 
@@ -114,6 +133,6 @@ def reset(hosts: Iterable[str]) -> None:
     costs one more round of failures, then opens again."""
     wanted = set(hosts)
     with _LOCK:
-        found = [b for (host, _, _), b in _BREAKERS.items() if host in wanted]
+        found = [b for (host, *_), b in _BREAKERS.items() if host in wanted]
     for b in found:
-        b.answered()
+        b.reset()

@@ -44,7 +44,7 @@ def test_dead_hosts_are_cut_off_and_retried_later(tmp_path, data, server, fast_s
     assert sum(r["attempts"] for r in rows[1::3]) <= bound
     assert sum(r["attempts"] for r in rows[2::3]) <= bound
     for host in (silent_host, refused_host):
-        assert breaker(host, 3, 3600.0).state().state == OPEN
+        assert breaker(host, s).state().state == OPEN
     dead = rows[1::3] + rows[2::3]
     assert {r["status"] for r in dead} <= {"timeout", "connection_error", "host_down"}
     down = [r for r in dead if r["status"] == "host_down"]  # retries were not sent either
@@ -66,7 +66,7 @@ def test_dead_hosts_are_cut_off_and_retried_later(tmp_path, data, server, fast_s
         for srv, name in ((back1, "s"), (back2, "r")):
             assert all(srv.requests[f"/img/{name}{i}"] == 1 for i in range(ROWS))
     assert all(server.requests[f"/img/h{i}"] == 1 for i in range(ROWS))
-    assert breaker(silent_host, 3, 3600.0).state().state == CLOSED
+    assert breaker(silent_host, s).state().state == CLOSED
 
 
 def test_a_host_answering_403_everywhere_is_up_and_costs_no_retries(
@@ -78,13 +78,13 @@ def test_a_host_answering_403_everywhere_is_up_and_costs_no_retries(
     assert stats.by_status == {"http_error": 20}
     assert sum(server.requests.values()) == 20  # one request per row, no retries
     host = server.base.removeprefix("http://")
-    assert breaker(host, 3, 3600.0).state().state == CLOSED
+    assert breaker(host, s).state().state == CLOSED
     assert "hosts_down" not in stats.extra
 
 
-def test_breaker_opens_on_distinct_urls_and_probes_once_per_cooldown():
+def test_breaker_opens_on_distinct_urls_of_a_quiet_host_and_probes_once_per_cooldown():
     now = [0.0]
-    b = HostBreaker("h:80", threshold=3, cooldown=10.0, clock=lambda: now[0])
+    b = HostBreaker("h:80", threshold=3, cooldown=10.0, quiet=5.0, clock=lambda: now[0])
     for _ in range(5):  # one broken URL retried: still one URL
         b.failed("http://h/a", "timed out")
     b.failed("http://h/b", "refused")
@@ -92,14 +92,17 @@ def test_breaker_opens_on_distinct_urls_and_probes_once_per_cooldown():
     b.answered()  # any reply resets the run
     for url in "cde":
         b.failed(f"http://h/{url}", "refused")
+    assert b.state().state == CLOSED  # it answered 0 s ago: a stall, not a dead host
+    now[0] = 5.0
+    b.failed("http://h/f", "refused")
     assert b.state().state == OPEN and b.state().reason == "refused"
     assert not b.admit()
-    now[0] = 10.0
+    now[0] = 15.0
     assert b.admit() and b.state().state == HALF_OPEN  # one trial...
     assert not b.admit()  # ...and only one
-    b.failed("http://h/f", "refused")  # the trial failed: open until the next cooldown
+    b.failed("http://h/g", "refused")  # the trial failed: open until the next cooldown
     assert b.state().state == OPEN and not b.admit()
-    now[0] = 20.0
+    now[0] = 25.0
     assert b.admit()
     b.answered()
     assert b.state().state == CLOSED and b.admit() and b.admit()
