@@ -105,6 +105,12 @@ class Fetcher:
         if parts.scheme == "file":
             return self._read_file(parts.path)
         host = host_key(url)
+        with _host_slot(host.rpartition(":")[0], self.s.fetch_per_host):
+            return self._guarded(url, host, attempt)
+
+    def _guarded(self, url: str, host: str, attempt: int) -> Download:
+        """One try, if the host's breaker lets it go (asked once a slot is ours: a thread that
+        waited for the slot learns of a breaker that opened meanwhile)."""
         guard = breaker(host, self.s)
         if not guard.admit():
             why = guard.state().reason
@@ -112,8 +118,7 @@ class Fetcher:
                 "host_down", error=f"{host} is down ({why}); not requested", attempts=attempt - 1
             )
         try:
-            with _host_slot(host.rpartition(":")[0], self.s.fetch_per_host):
-                body, code = self._attempt(url)
+            body, code = self._attempt(url)
         except _Failure as f:
             if f.unreachable:
                 guard.failed(url, f.error)

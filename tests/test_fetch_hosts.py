@@ -133,3 +133,33 @@ def test_a_broken_cache_fails_the_shard(tmp_path, data, server, fast_settings, m
     with pytest.raises(TypeError, match="broke"):
         fetch_task.fn("00000", str(data.root), fast_settings)
     assert "TypeError" in Markers(data, "fetch").failures()["00000"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_run_report_says_loudly_when_a_shard_fetched_nothing(tmp_path, monkeypatch):
+    from promptlake.flows.ingest import ingest
+    from promptlake.flows.params import IngestParams
+    from tests.conftest import artifacts_of, write_csv
+    from tests.fault_server import make_image
+
+    monkeypatch.setenv("PROMPTLAKE_TASK_RETRIES", "0")
+    rows = []
+    for i in range(3):
+        pic = tmp_path / f"p{i}.png"
+        pic.write_bytes(make_image(f"p{i}", fmt="PNG"))
+        rows.append([f"p{i}", f"prompt {i}", pic.as_uri(), 64, 64, "s"])
+    params = IngestParams(
+        source=str(write_csv(tmp_path / "p.csv", rows)),
+        data_dir=str(tmp_path / "d"),
+        until="fetch",
+        runner="thread",
+    )
+    state = ingest(params, return_state=True)
+    assert state.is_completed(), state.message  # green, but not silent:
+    arts = artifacts_of(state.state_details.flow_run_id)
+    report = next(a for a in arts if a.key == "ingest-report")
+    assert "every row failed with blocked_scheme" in report.data
+    assert "--allow-file-urls --retry-failed" in report.data
+    # rerunning as the warning says fetches them
+    again = ingest(params.model_copy(update={"allow_file_urls": True, "retry_failed": True}))
+    assert sum(s.ok for s in again.stages[0].done.values()) == 3
