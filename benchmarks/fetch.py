@@ -134,7 +134,7 @@ def checkout(ref: str, into: Path) -> Path:
 
 
 def run_promptlake(
-    src: Path, out: Path, workers: int, shards: int, runner: str, code: Path | None = None
+    src: Path, out: Path, *, workers: int, shards: int, runner: str, code: Path | None = None
 ) -> dict:
     cmd = [sys.executable, __file__, "--child", str(src), str(out), str(workers), str(shards)]
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None
@@ -171,7 +171,7 @@ def _child(src: str, data_dir: str, workers: int, shards: int, runner: str) -> N
     print(json.dumps({"ok": sum(x.ok for x in stats), "total": sum(x.rows for x in stats)}))
 
 
-def run_img2dataset(src: Path, out: Path, n: int, workers: int, processes: int) -> dict:
+def run_img2dataset(src: Path, out: Path, *, n: int, workers: int, processes: int) -> dict:
     exe = BENCH_VENV / "bin" / "img2dataset"
     if not exe.exists():
         raise SystemExit(f"{exe} missing: run `make bench-fetch` (it installs img2dataset there)")
@@ -302,12 +302,16 @@ def main() -> None:
             print(f"round {i + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})")
             for (tag, code), runner in itertools.product(codes.items(), runners):
                 name, out = f"promptlake{tag}/{runner}", work / "pl"
-                r = run_promptlake(ours, out, args.workers, args.shards, runner, code)
+                r = run_promptlake(
+                    ours, out, workers=args.workers, shards=args.shards, runner=runner, code=code
+                )
                 runs.setdefault(name, []).append(r)
                 print(_report(name, r))
                 shutil.rmtree(out)
             if not args.skip_img2dataset:
-                r = run_img2dataset(theirs, work / "i2d", args.n, args.workers, args.processes)
+                r = run_img2dataset(
+                    theirs, work / "i2d", n=args.n, workers=args.workers, processes=args.processes
+                )
                 runs.setdefault("img2dataset", []).append(r)
                 print(_report("img2dataset", r))
                 shutil.rmtree(work / "i2d")
