@@ -16,6 +16,7 @@ from promptlake.flows.shards import Stage, StageResult, make_runner, publish_sum
 from promptlake.settings import Settings
 from promptlake.storage.layout import DataDir
 from promptlake.storage.records import PlanManifest, SourceInfo
+from promptlake.storage.status import fetch_notes
 from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
@@ -126,6 +127,8 @@ def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None
             f"- {res.stage}: {len(res.done)} shards done, {len(res.failed)} failed; "
             f"rows {ok:,} ok, {bad:,} failed"
         )
+        if res.stage == "fetch":  # dead hosts, shards where nothing was fetched: loudly
+            md += [f"  - **{note}**" for note in fetch_notes(res.done)]
     if summary.index:
         for name, t in summary.index.get("tables", {}).items():
             md.append(

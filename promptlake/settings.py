@@ -39,12 +39,25 @@ class Settings(BaseSettings):
     fetch_retries: int = Field(3, ge=0, le=10, description="Retries on timeout, 429 and 5xx.")
     backoff_base: float = Field(0.5, ge=0, description="First retry delay in seconds.")
     backoff_max: float = Field(30.0, ge=0, description="Longest delay between retries.")
+    host_failure_threshold: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Distinct URLs of one host failing to connect in a row (timeouts, refused, "
+        "resets) before that host is marked down for the run.",
+    )
+    host_probe_seconds: float = Field(
+        30.0, gt=0, description="How often a host marked down gets one trial request."
+    )
     max_image_pixels: int = Field(
         64_000_000, gt=0, description="Decoded pixel limit (decompression-bomb guard)."
     )
     image_size: int = Field(256, ge=16, le=4096, description="Shorter side after resizing.")
     resize_filter: str = Field(
-        "bilinear", pattern="^(box|bilinear|bicubic|lanczos)$", description="Downscale filter."
+        "box",
+        pattern="^(box|bilinear|bicubic|lanczos)$",
+        description="Downscale filter; box is area averaging (img2dataset's INTER_AREA) and "
+        "the cheapest antialiasing one: about 15% less fetch CPU than bilinear.",
     )
     image_format: str = Field("jpeg", pattern="^(jpeg|webp|png)$")
     image_quality: int = Field(90, ge=1, le=100)

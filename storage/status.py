@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from typing import Any
 
 from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
-from promptlake.storage.records import SHARDED_STAGES, PlanManifest
+from promptlake.storage.records import (
+    FETCH_FIXES,
+    PERMANENT_FETCH,
+    SHARDED_STAGES,
+    PlanManifest,
+    ShardStats,
+)
 from promptlake.storage.vectors import current_namespace, namespaces
 
 
@@ -29,6 +36,8 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
     for stats in done.values():
         for status, n in stats.by_status.items():
             by_status[status] = by_status.get(status, 0) + n
+    if stage == "fetch":
+        extra["notes"] = fetch_notes(done)
     return {
         "shards_done": len(done),
         "shards_failed": len(failures),
@@ -39,6 +48,22 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
         "failed": failures,
         **extra,
     }, missing
+
+
+def fetch_notes(done: dict[str, ShardStats]) -> list[str]:
+    """What a person must know about finished fetch shards, from their markers: the hosts
+    marked down (with their rows), and each shard warning once with the shards it concerns."""
+    down: Counter[str] = Counter()
+    warned: dict[str, list[str]] = {}
+    for shard, stats in done.items():
+        down.update(stats.extra.get("hosts_down", {}))
+        if warning := stats.extra.get("warning"):
+            warned.setdefault(warning, []).append(shard)
+    notes = [f"shards {shard_ranges(sorted(shards))}: {w}" for w, shards in warned.items()]
+    if down:
+        hosts = ", ".join(f"{host} ({n:,} rows)" for host, n in down.most_common())
+        notes.append(f"hosts down: {hosts} — {FETCH_FIXES['host_down']}")
+    return notes
 
 
 def status(data: DataDir) -> dict[str, Any]:
@@ -93,7 +118,8 @@ def resume_plan(
         for stage, todo in missing.items()
     }
     fetch = report["stages"]["fetch"]
-    retry_rows = fetch["rows_failed"] - fetch["by_status"].get("invalid_url", 0)
+    permanent = sum(fetch["by_status"].get(status, 0) for status in PERMANENT_FETCH)
+    retry_rows = fetch["rows_failed"] - permanent
     params = data.ingest_record
     return {
         "ingest_recorded": params.exists(),
@@ -181,7 +207,9 @@ def format_status(report: dict[str, Any]) -> str:
             f"{st['rows_failed']:,} failed"
         )
         for status_name, n in sorted(st["by_status"].items()):
-            lines.append(f"            {status_name}: {n:,}")
+            fix = FETCH_FIXES.get(status_name) if stage == "fetch" else None
+            lines.append(f"            {status_name}: {n:,}" + (f" ({fix})" if fix else ""))
+        lines += [f"  ! {note}" for note in st.get("notes", [])]
         for shard, reason in st["failed"].items():
             lines.append(f"  shard {shard} failed: {reason}")
     fb = report.get("feedback", {})

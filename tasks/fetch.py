@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import queue
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -21,14 +22,13 @@ from promptlake.settings import Settings
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.layout import DataDir, atomic_path
 from promptlake.storage.markers import Markers
-from promptlake.storage.records import FetchRecord, ShardStats
+from promptlake.storage.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
 from promptlake.tasks.fetcher import Fetcher
+from promptlake.tasks.hosts import host_key, reset
 from promptlake.tasks.imaging import ImageProblem, process_image
 from promptlake.tasks.plan import read_shard
 
 STAGE = "fetch"
-# Failures that another try cannot change: --retry-failed leaves them alone.
-PERMANENT = frozenset({"invalid_url"})
 STATUS_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -60,7 +60,8 @@ class Job:
 
 
 def fetch_one(fetcher: Fetcher, job: Job, s: Settings) -> tuple[FetchRecord, bytes | None] | Job:
-    """One try at a row: a final record (never an exception), or the job of its next try."""
+    """One try at a row: a final record, or the job of its next try. A body that does not decode
+    is the row's status; any other exception is a bug and propagates (the shard fails)."""
     started = job.started or time.perf_counter()
     got = fetcher.attempt(job.url, job.attempt)
     if got.retry_in is not None and job.attempt <= s.fetch_retries:
@@ -91,34 +92,42 @@ def fetch_one(fetcher: Fetcher, job: Job, s: Settings) -> tuple[FetchRecord, byt
             rec.width, rec.height = img.width, img.height
         except ImageProblem as exc:
             rec.status, rec.error = exc.status, str(exc)[:300]
-        except Exception as exc:  # any other decoder failure is this row's problem, not the shard's
-            rec.status, rec.error = "decode_error", f"{type(exc).__name__}: {exc}"[:300]
     rec.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
     return rec, image
 
 
 def run_jobs(
     pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: list[Job], window: int
-) -> Iterator[Any]:
-    """Yield ``fn(job)`` results, unordered, at most ``window`` in flight. A result that is a
-    ``Job`` is queued again and runs once its ``ready`` time has come."""
-    fresh, later, pending = deque(jobs), [], set()
-    while fresh or later or pending:
+) -> Iterator[list[Any]]:
+    """Yield ``fn(job)`` results in batches (whatever finished meanwhile), at most ``window``
+    jobs in flight or yielded but not yet handled. A result that is a ``Job`` is queued again
+    and runs once its ``ready`` time has come. Due retries go before fresh rows."""
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    fresh, later, busy = deque(jobs), [], 0
+    while fresh or later or busy:
         now = time.monotonic()
-        while len(pending) < window and (fresh or (later and later[0].ready <= now)):
+        while busy < window and (fresh or (later and later[0].ready <= now)):
             due = later and later[0].ready <= now
-            pending.add(pool.submit(fn, heapq.heappop(later) if due else fresh.popleft()))
-        timeout = max(0.0, later[0].ready - now) if later and len(pending) < window else None
-        if not pending:
-            time.sleep(timeout or 0.0)
+            job = heapq.heappop(later) if due else fresh.popleft()
+            pool.submit(fn, job).add_done_callback(finished.put)
+            busy += 1
+        wait_for = max(0.0, later[0].ready - now) if later and busy < window else None
+        try:
+            futures = [finished.get(timeout=wait_for)]
+        except queue.Empty:
             continue
-        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-        for fut in done:
-            out = fut.result()
+        while not finished.empty():
+            futures.append(finished.get())
+        busy -= len(futures)
+        batch = []
+        for fut in futures:
+            out = fut.result()  # a worker's exception is the shard's
             if isinstance(out, Job):
                 heapq.heappush(later, out)
             else:
-                yield out
+                batch.append(out)
+        if batch:
+            yield batch
 
 
 def run_shard(
@@ -144,17 +153,22 @@ def run_shard(
         for r in rows
         if r["id"] not in known or (retry_failed and _retryable(known[r["id"]]))
     ]
+    if retry_failed:  # a deliberate retry gives hosts marked down a fresh start
+        reset(host_key(rec.url) for rec in known.values() if rec.status == "host_down")
     fetcher = Fetcher(settings)
     bar = tqdm(
         total=len(todo), desc=f"fetch {shard}", unit="img", leave=False, disable=not progress
     )
+    pool = ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fetch")
     try:
-        with ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fetch") as pool:
-            one = partial(fetch_one, fetcher, s=settings)
-            for rec, image in run_jobs(pool, one, todo, 2 * settings.fetch_workers):
-                cache.put(rec, image)  # one commit per image: a kill loses nothing fetched
-                bar.update()
+        one = partial(fetch_one, fetcher, s=settings)
+        for batch in run_jobs(pool, one, todo, 2 * settings.fetch_workers):
+            # one commit per batch of finished rows, before more rows start: a kill loses at
+            # most the window (fetched or in flight), which a rerun fetches again
+            cache.put_many(batch)
+            bar.update(len(batch))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         fetcher.close()
     stats = _finish(shard, rows, data, cache, markers)
@@ -166,7 +180,19 @@ def run_shard(
 
 
 def _retryable(rec: FetchRecord) -> bool:
-    return not rec.ok and rec.status not in PERMANENT
+    return not rec.ok and rec.status not in PERMANENT_FETCH
+
+
+def shard_warning(by_status: dict[str, int]) -> str | None:
+    """A loud line for a shard where no row was fetched, naming the main reason and its fix
+    (the run report and ``promptlake status`` print it), or None."""
+    rows = sum(by_status.values())
+    if not rows or by_status.get("ok"):
+        return None
+    reason, n = max(by_status.items(), key=lambda kv: kv[1])
+    fix = FETCH_FIXES.get(reason, f"see the error column of the {reason} rows")
+    share = "every row" if n == rows else f"{n} of {rows} rows"
+    return f"no image fetched: {share} failed with {reason} — {fix}"
 
 
 def _finish(
@@ -183,6 +209,12 @@ def _finish(
     cache.sync()
     counts = Counter(r["status"] for r in ordered)
     ok = counts.get("ok", 0)
+    extra: dict[str, Any] = {"bytes": sum(r["bytes"] for r in ordered)}
+    down = Counter(host_key(r["url"]) for r in ordered if r["status"] == "host_down")
+    if down:
+        extra["hosts_down"] = dict(down.most_common())
+    if warning := shard_warning(counts):
+        extra["warning"] = warning
     return ShardStats(
         STAGE,
         shard,
@@ -190,7 +222,7 @@ def _finish(
         ok=ok,
         failed=len(rows) - ok,
         by_status=dict(counts),
-        extra={"bytes": sum(r["bytes"] for r in ordered)},
+        extra=extra,
     )
 
 

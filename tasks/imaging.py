@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -15,6 +16,21 @@ _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+# What Pillow raises on broken image data (truncated streams, bad headers, malformed EXIF, see
+# Pillow issues 3973, 8348, 8965): the row's problem. Anything else, from our own code, the
+# encoder or a setting, is a bug and fails the shard.
+DECODER_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+)
 
 
 class ImageProblem(Exception):
@@ -41,7 +57,7 @@ def process_image(
     fmt: str = "jpeg",
     quality: int = 90,
     max_pixels: int = 64_000_000,
-    resample: str = "bilinear",
+    resample: str = "box",
 ) -> ProcessedImage:
     """Decode ``body``, shrink its shorter side to ``size`` (never enlarging), re-encode it."""
     with warnings.catch_warnings():
@@ -55,14 +71,16 @@ def process_image(
     orig_w, orig_h = img.size
     if orig_w * orig_h > max_pixels:
         raise ImageProblem("too_large", f"{orig_w}x{orig_h} exceeds {max_pixels} pixels")
+    if min(orig_w, orig_h) < 1:
+        raise ImageProblem("decode_error", f"image claims a size of {orig_w}x{orig_h}")
     scale = size / min(orig_w, orig_h)
-    # JPEG draft mode decodes at a reduced scale directly: much cheaper than full decode + resize
-    img.draft("RGB", (max(size, round(orig_w * scale)), max(size, round(orig_h * scale))))
     try:
+        # JPEG draft mode decodes at a reduced scale directly: much cheaper than decode + resize
+        img.draft("RGB", (max(size, round(orig_w * scale)), max(size, round(orig_h * scale))))
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the decoded pixels
         img = _to_rgb(img)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except DECODER_ERRORS as exc:
         raise ImageProblem("decode_error", f"image data is broken: {exc}") from exc
     w, h = img.size
     scale = size / min(w, h)

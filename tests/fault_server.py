@@ -8,7 +8,7 @@ The first path segment picks the behaviour; the rest names the image (same name,
   /html/N    a text/html page           /slow/N    waits 3 s before answering
   /redirect/N  302 to /img/N            /loop/N    a redirect loop
   /big/N     Content-Length of 1 GiB    /bomb/N    a tiny PNG claiming 30000x30000 pixels
-  /dead/N    always 503
+  /dead/N    always 503                 /403/N     403 (a host that refuses everything)
   /file/N    bytes registered in ``files[N]``, honouring Range (206); names in ``drop_first``
              are cut off half-way on their first request (to test resumed downloads)
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import struct
 import threading
 import time
@@ -42,6 +43,7 @@ KINDS = (
     "big",
     "bomb",
     "dead",
+    "403",
     "file",
 )
 
@@ -77,7 +79,7 @@ class _QuietServer(ThreadingHTTPServer):
 class FaultServer:
     """Start with ``with FaultServer() as srv: srv.url("img", "a1")``."""
 
-    def __init__(self, slow_seconds: float = 3.0) -> None:
+    def __init__(self, slow_seconds: float = 3.0, port: int = 0) -> None:
         self.slow_seconds = slow_seconds
         self.requests: Counter[str] = Counter()  # path -> requests received
         self.served_ok: Counter[str] = Counter()  # path -> 200 replies sent
@@ -89,7 +91,7 @@ class FaultServer:
         self.inflight = 0
         self.max_inflight = 0
         self._lock = threading.Lock()
-        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
+        self.httpd = _QuietServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -188,6 +190,9 @@ class FaultServer:
             def _r_dead(self, name: str, n: int) -> None:
                 self._send(503, b"unavailable", "text/plain")
 
+            def _r_403(self, name: str, n: int) -> None:
+                self._send(403, b"forbidden", "text/plain")
+
             def _r_trunc(self, name: str, n: int) -> None:
                 body = server.image(name)
                 self._send(200, body[: len(body) // 2], "image/jpeg")
@@ -237,3 +242,45 @@ class FaultServer:
                 self._send(200, bomb_png(), "image/png")
 
         return Handler
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SilentServer:
+    """A host that accepts connections and never answers: every request times out.
+    ``connections`` counts the requests it swallowed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def url(self, kind: str, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{kind}/{name}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            self._held.append(conn)
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the thread
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+        self.thread.join(5)
