@@ -149,9 +149,7 @@ def run_shard(
     cache = ImageCache.open(data.image_cache, settings.lmdb_map_size)
     known = {} if force else cache.records(r["id"] for r in rows)
     todo = [
-        Job(0.0, r["id"], r["url"])
-        for r in rows
-        if r["id"] not in known or (retry_failed and _retryable(known[r["id"]]))
+        Job(0.0, r["id"], r["url"]) for r in rows if _wanted(known.get(r["id"]), r, retry_failed)
     ]
     if retry_failed:  # a deliberate retry gives hosts marked down a fresh start
         reset(host_key(rec.url) for rec in known.values() if rec.status == "host_down")
@@ -177,6 +175,14 @@ def run_shard(
     stats.extra["fetched"] = len(todo)
     markers.write(stats)
     return stats
+
+
+def _wanted(rec: FetchRecord | None, row: dict, retry_failed: bool) -> bool:
+    """Whether a row needs a fetch: nothing cached for it, a cached record of another URL (the
+    source changed the row's image), or a failure worth retrying when asked to."""
+    if rec is None or rec.url != row["url"]:
+        return True
+    return retry_failed and _retryable(rec)
 
 
 def _retryable(rec: FetchRecord) -> bool:

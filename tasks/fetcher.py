@@ -26,7 +26,7 @@ from urllib3.exceptions import (
 from promptlake.settings import Settings
 from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
 from promptlake.tasks.hosts import breaker, host_key
-from promptlake.tasks.plan import url_problem
+from promptlake.tasks.rows import url_problem
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _HOST_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}

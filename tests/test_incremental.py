@@ -50,15 +50,16 @@ def test_grown_csv_ingests_only_the_difference(tmp_path, server, tiny_clip, caps
     rows = _rows(server, range(40))
     rows[3] = _rows(server, [3], tag=" (changed)")[0]  # 5% changed: a new prompt, same image
     rows[17] = _rows(server, [17], tag=" (changed)")[0]
+    rows[5][2] = server.url("img", "r5-new")  # a new image for the same id: fetched again
     del rows[38:]  # 5% removed
     rows += _rows(server, range(40, 52))  # 30% added
     write_csv(src, rows)
     assert main(argv) == 0
-    assert sum(server.requests.values()) - requests_before == 12  # only the added images
+    assert sum(server.requests.values()) - requests_before == 13  # the added and the new image
     assert {s: embedded.path(s).stat().st_mtime_ns for s in stamps} == stamps  # old work stays
     new = {s: st for s, st in embedded.all_done().items() if s not in stamps}
     assert sorted(new) == ["00004", "00005"]
-    assert sum(st.by_status["text"] for st in new.values()) == 14  # 12 added + 2 changed
+    assert sum(st.by_status["text"] for st in new.values()) == 15  # 12 added + 3 changed
     held = _store_rows(data_dir)
     for table in ("prompts", "images"):
         assert Counter(i for i, _ in held[table]) == Counter(r[0] for r in rows), table
@@ -66,7 +67,7 @@ def test_grown_csv_ingests_only_the_difference(tmp_path, server, tiny_clip, caps
     cache = ImageCache.open(DataDir(data_dir).image_cache)
     assert not cache.records(["r38", "r39"])  # removed rows left the cache index too
     out = capsys.readouterr().out
-    assert "plan generation 2:" in out and "+12 added, 2 changed, -2 removed" in out
+    assert "plan generation 2:" in out and "+12 added, 3 changed, -2 removed" in out
 
     before = sum(server.requests.values())
     assert main(argv) == 0  # nothing new: no request, no model work
