@@ -81,7 +81,12 @@ def ingest(params: IngestParams) -> IngestSummary:
     summary = IngestSummary(source=download_task(params.source, data_dir))
     if params.runs("plan"):
         summary.plan = plan_task(
-            summary.source, data_dir, settings.shard_size, params.limit, force=params.force
+            summary.source,
+            data_dir,
+            settings.shard_size,
+            params.limit,
+            force=params.force,
+            size_given="shard_size" in settings.model_fields_set,
         )
     if params.runs("fetch"):
         with ThreadPoolTaskRunner(max_workers=1) as local:

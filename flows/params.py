@@ -122,14 +122,13 @@ class IngestParams(FlowParams):
         return super().settings(**overrides)
 
     def record(self, data: DataDir) -> None:
-        """Remember this ingest in ``data``, for ``resume``: what the user set, with the shard
-        size resolved (the plan depends on it); the rest resolves again when resuming."""
+        """Remember this ingest in ``data``, for ``resume``: what the user set; the rest resolves
+        again when resuming (the shard size from the plan itself)."""
         update = {
             "force": False,
             "retry_failed": False,
             "progress": False,
             "data_dir": str(data.root),
-            "shard_size": self.settings().shard_size,
         }
         if Path(self.source).expanduser().exists():  # a deployment may run in another directory
             update["source"] = str(Path(self.source).expanduser().resolve())

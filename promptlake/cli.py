@@ -53,12 +53,14 @@ def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", metavar="DIR", help="folder of .png/.jpg/.webp images (recursive)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument(
+        "--shard-size", type=int, help="valid rows per shard ($PROMPTLAKE_SHARD_SIZE or 1000)"
+    )
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     p.add_argument("--force", action="store_true", help="redo finished shards")
     p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(
-        shard_size=None,
         limit=None,
         retry_failed=False,
         workers=None,

@@ -1,11 +1,17 @@
-"""A folder of a user's own generated images as a dataset: the prompt from each file's metadata,
-the image from the file itself (a ``file://`` URL the fetch stage reads)."""
+"""A folder of a user's own generated images as a dataset: the prompt and generation settings from
+each file's metadata, the image from the file itself (a ``file://`` URL the fetch stage reads).
+
+A folder is scanned again on every ingest; a file whose size and modification time did not change
+is not read again (its row comes from the last scan), so rescanning a large, mostly unchanged
+folder costs a ``stat`` per file.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,10 +31,12 @@ SCHEMA = pa.schema(
         ("height", pa.int64()),
         ("source_site", pa.string()),
         ("negative_prompt", pa.string()),
-        ("generation", pa.string()),  # sampler settings as JSON
-        ("tool", pa.string()),
+        ("model_name", pa.string()),
+        ("tool", pa.string()),  # the generator, or none / unreadable
+        ("settings", pa.string()),  # the generator's settings as JSON, as it wrote them
     ]
 )
+FILES_SCHEMA = SCHEMA.append(pa.field("size", pa.int64())).append(pa.field("mtime_ns", pa.int64()))
 
 
 def image_row(path: Path) -> dict:
@@ -44,8 +52,9 @@ def image_row(path: Path) -> dict:
         "height": 0,
         "source_site": "local",
         "negative_prompt": "",
-        "generation": "{}",
+        "model_name": "",
         "tool": "unreadable",
+        "settings": "{}",
     }
     try:
         row["width"], row["height"] = Image.open(io.BytesIO(body)).size
@@ -57,30 +66,68 @@ def image_row(path: Path) -> dict:
         row.update(
             prompt=meta.prompt,
             negative_prompt=meta.negative_prompt,
-            generation=json.dumps(meta.settings, sort_keys=True),
+            model_name=meta.model_name,
             tool=meta.tool,
+            settings=json.dumps(meta.settings, sort_keys=True, ensure_ascii=False),
         )
     return row
 
 
+def image_files(folder: Path) -> list[tuple[Path, os.stat_result]]:
+    """Every image under ``folder`` with its ``stat``, sorted by path."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(root, name)
+                try:
+                    found.append((path, path.stat()))
+                except FileNotFoundError:  # deleted while we looked
+                    continue
+    return sorted(found, key=lambda f: str(f[0]))
+
+
 def scan_directory(folder: Path, out: Path) -> dict:
     """Write a parquet dataset of every image under ``folder`` (sorted: the same folder gives the
-    same file) and a summary beside it (``<name>.scan.json``): per tool that wrote the metadata
-    (and ``none``, ``unreadable``) its file count under ``counts`` and its files' URLs under the
-    tool's name. Return that summary."""
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    same file, which is left untouched when nothing changed) and a summary beside it
+    (``<name>.scan.json``): per tool that wrote the metadata (and ``none``, ``unreadable``) its
+    file count under ``counts`` and its files' URLs under the tool's name; ``read`` is how many
+    files had to be read (the rest were unchanged since the last scan). Return that summary."""
+    files = image_files(folder)
     if not files:
         raise FileNotFoundError(
             f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}: nothing to ingest"
         )
-    rows = [image_row(p) for p in files]
-    with atomic_path(out) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-    summary: dict = {"folder": str(folder), "files": len(rows), "counts": {}}
+    cache_path = out.with_suffix(".files.parquet")
+    known = _known(cache_path)
+    rows, read = [], 0
+    for path, st in files:
+        url = path.resolve().as_uri()
+        row = known.get(url)
+        if row is None or (row["size"], row["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+            row = {**image_row(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            read += 1
+        rows.append(row)
+    table = pa.Table.from_pylist(rows, schema=FILES_SCHEMA)
+    if read or len(rows) != len(known) or not out.exists():  # else: unchanged, keep its hash
+        with atomic_path(cache_path) as tmp:
+            pq.write_table(table, tmp)
+        with atomic_path(out) as tmp:
+            pq.write_table(table.select(SCHEMA.names), tmp)
+    summary: dict = {"folder": str(folder), "files": len(rows), "read": read, "counts": {}}
     for tool in (*TOOLS, "none", "unreadable"):
         summary[tool] = [r["url"] for r in rows if r["tool"] == tool]
         summary["counts"][tool] = len(summary[tool])
     write_json(out.with_suffix(".scan.json"), summary)
     return summary
+
+
+def _known(cache_path: Path) -> dict[str, dict]:
+    """The last scan's rows by URL (none when there was no scan, or an older format)."""
+    if not cache_path.exists():
+        return {}
+    table = pq.read_table(cache_path)
+    if table.schema != FILES_SCHEMA:
+        return {}
+    return {row["url"]: row for row in table.to_pylist()}

@@ -72,10 +72,13 @@ def plan(
     shard_size: int,
     limit: int | None = None,
     force: bool = False,
+    size_given: bool = True,
 ) -> PlanManifest:
     """Plan ``info`` into shards of ``shard_size``. The same source gives the same shards (the
     plan is reused); a changed source adds a generation of new shards for its new and changed
-    rows and retires the rows it no longer has. ``force`` re-plans from scratch."""
+    rows and retires the rows it no longer has. ``force`` re-plans from scratch. A data dir
+    keeps its shard size: a size the user did not give (``size_given=False``) yields to it, a
+    different one given is an error."""
     if shard_size < 1:
         raise PlanError(f"shard size must be >= 1, got {shard_size}")
     if limit is not None and limit < 1:
@@ -84,16 +87,16 @@ def plan(
         for path in data.shard_work():
             shutil.rmtree(path, ignore_errors=True)
     old = PlanManifest.from_dict(read_json(data.manifest)) if data.manifest.exists() else None
-    if old and (old.source_sha256, old.limit) == (info.sha256, limit):
-        if old.shard_size != shard_size:
+    if old and old.shard_size != shard_size:
+        if size_given:
             raise PlanError(
                 f"{data.root} was planned with shard size {old.shard_size}, not {shard_size}; "
                 "use the same size, a new --data-dir, or --force to re-plan (every stage redoes "
                 "every shard)"
             )
+        shard_size = old.shard_size
+    if old and (old.source_sha256, old.limit) == (info.sha256, limit):
         return old
-    if old and old.shard_size != shard_size:
-        shard_size = old.shard_size  # new shards keep the data dir's size: names stay stable
     return _plan_generation(info, data, old, shard_size=shard_size, limit=limit)
 
 
@@ -307,7 +310,14 @@ def _manifest(
 
 @task(name=STAGE)
 def plan_task(
-    info: SourceInfo, data_dir: str, shard_size: int, limit: int | None, force: bool = False
+    info: SourceInfo,
+    data_dir: str,
+    shard_size: int,
+    limit: int | None,
+    *,
+    force: bool = False,
+    size_given: bool = True,
 ) -> PlanManifest:
     """Prefect task: plan shards (reused when the source did not change)."""
-    return plan(info, DataDir(data_dir), shard_size=shard_size, limit=limit, force=force)
+    data = DataDir(data_dir)
+    return plan(info, data, shard_size=shard_size, limit=limit, force=force, size_given=size_given)

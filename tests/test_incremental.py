@@ -1,6 +1,7 @@
 """A source that grows and changes, ingested again without --force: only the difference is
 fetched and embedded, and the store then equals the source, nothing duplicated."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -73,3 +74,44 @@ def test_grown_csv_ingests_only_the_difference(tmp_path, server, tiny_clip, caps
     assert main(argv) == 0  # nothing new: no request, no model work
     assert sum(server.requests.values()) == before
     assert set(embedded.all_done()) == set(stamps) | set(new)
+
+
+def _draw(folder, name, prompt):
+    from promptlake.sample_data import sample_image
+    from promptlake.tasks.metadata import ImageMeta, save_with_metadata
+
+    meta = ImageMeta(prompt, "blurry", {"Steps": "20", "Model": "sdxl-base"})
+    (folder / name).write_bytes(save_with_metadata(sample_image(prompt, size=64), meta))
+
+
+def test_grown_folder_ingests_only_the_difference(tmp_path, capsys):
+    """Files added, replaced and deleted: only they are read, fetched and embedded; the store
+    then holds exactly the folder's images; an unchanged folder is not read again."""
+    folder, data_dir = tmp_path / "images", str(tmp_path / "d")
+    folder.mkdir()
+    for i in range(10):
+        _draw(folder, f"{i}.png", f"a picture number {i}, oil painting")
+    argv = ["ingest-images", str(folder), "--data-dir", data_dir]
+    assert main([*argv, "--shard-size", "4"]) == 0
+    data = DataDir(data_dir)
+    scan = data.source_dir / "images.scan.json"
+    assert json.loads(scan.read_text())["read"] == 10
+    fetched = set(Markers(data, "fetch").all_done())
+
+    for i in range(10, 13):
+        _draw(folder, f"{i}.png", f"a picture number {i}, watercolor")
+    _draw(folder, "4.png", "a picture number 4, redrawn in ink")
+    (folder / "7.png").unlink()
+    assert main(argv) == 0
+    assert json.loads(scan.read_text())["read"] == 4  # 3 new, 1 replaced: the rest unread
+    new = {s: st for s, st in Markers(data, "fetch").all_done().items() if s not in fetched}
+    assert sum(st.extra["fetched"] for st in new.values()) == 4
+    held = _store_rows(data_dir)
+    prompts = sorted(p for _, p in held["prompts"])
+    assert len(prompts) == 12 and "a picture number 4, redrawn in ink" in prompts
+    assert "a picture number 7, oil painting" not in prompts
+    assert sorted(held["images"]) == sorted(held["prompts"])
+
+    before = data.manifest.read_text()
+    assert main(argv) == 0  # unchanged: nothing read, the plan reused
+    assert json.loads(scan.read_text())["read"] == 0 and data.manifest.read_text() == before
