@@ -60,14 +60,7 @@ def read_batches(
                 names=list(REQUIRED_COLUMNS),
             )
         return
-    with pa.input_stream(str(path), compression="detect") as head:
-        names = pacsv.open_csv(
-            head,
-            parse_options=pacsv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
-            ),
-        ).schema.names
-        _check_columns(names, path)
+    _check_columns(column_names(path, fmt), path)
 
     def handler(row: pacsv.InvalidRow) -> str:
         on_malformed(row.number, row.text or "")
@@ -87,8 +80,26 @@ def read_batches(
         yield from reader
 
 
+def column_names(path: Path, fmt: str) -> list[str]:
+    """The column names of a source file, from its header (a CSV's first block) alone."""
+    if fmt == "parquet":
+        return pq.read_schema(path).names
+    with pa.input_stream(str(path), compression="detect") as head:
+        return pacsv.open_csv(
+            head,
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
+            ),
+        ).schema.names
+
+
+def missing_columns(names: list[str]) -> list[str]:
+    """The required columns that ``names`` lacks."""
+    return [c for c in REQUIRED_COLUMNS if c not in names]
+
+
 def _check_columns(names: list[str], path: Path) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    missing = missing_columns(names)
     if missing:
         raise PlanError(
             f"{path.name} lacks required column(s) {', '.join(missing)}; it has {names}. "
