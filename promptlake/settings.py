@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     gpu_slots: int = Field(
         1, ge=1, le=64, description="Embed shards at once (one per GPU): a Prefect limit."
     )
+    gpu_lock_dir: Path | None = Field(
+        None,
+        description="Folder of the per-GPU lock files (default: the system temp dir); every "
+        "process sharing these GPUs, in any container, must see the same folder.",
+    )
     # store
     store_url: str | None = Field(
         None, description="chdb:///path (default <data_dir>/store), clickhouse://… or myscale://…"

@@ -1,7 +1,10 @@
 """LMDB image cache: resized, re-encoded images and each row's fetch record, keyed by row id.
 
 One ``lmdb.Environment`` per path per process (LMDB forbids opening a path twice in a process),
-one writer at a time, and a map that doubles when full.
+one writer at a time, and a map that doubles when full. Changing the map size invalidates every
+open transaction of the process (py-lmdb aborts them), so it happens only under the gate's
+exclusive hold: when this process's map is full, and when another process grew the map past
+this process's view (``MapResizedError``), which this process then adopts.
 """
 
 from __future__ import annotations
@@ -22,17 +25,19 @@ _OPEN_LOCK = threading.Lock()
 
 
 class _Gate:
-    """Many readers or one exclusive holder (the map resize needs no open transactions)."""
+    """Many readers or one exclusive holder (the map resize needs no open transactions). A
+    waiting exclusive holder goes first: readers in a loop would otherwise starve it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._exclusive = False
+        self._waiting = 0
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
-            self._cond.wait_for(lambda: not self._exclusive)
+            self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
             self._readers += 1
         try:
             yield
@@ -44,7 +49,9 @@ class _Gate:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
+            self._waiting += 1
             self._cond.wait_for(lambda: not self._exclusive and self._readers == 0)
+            self._waiting -= 1
             self._exclusive = True
         try:
             yield
@@ -91,7 +98,7 @@ class ImageCache:
         with self._write_lock:
             while True:
                 try:
-                    with self._gate.shared(), self._begin(write=True) as txn:
+                    with self._txn(write=True) as txn:
                         for key, meta, img in batch:
                             txn.put(key, meta, db=self._meta)
                             if img is not None:
@@ -100,7 +107,7 @@ class ImageCache:
                                 txn.delete(key, db=self._img)
                     return
                 except lmdb.MapFullError:
-                    self._grow()
+                    self._resize(self.env.info()["map_size"] * 2)
 
     def put(self, record: FetchRecord, image: bytes | None) -> None:
         self.put_many([(record, image)])
@@ -120,7 +127,7 @@ class ImageCache:
     def records(self, ids: Iterable[str]) -> dict[str, FetchRecord]:
         """Fetch records for the ids that have one."""
         out = {}
-        with self._gate.shared(), self._begin() as txn:
+        with self._txn() as txn:
             for rid in ids:
                 raw = txn.get(rid.encode(), db=self._meta)
                 if raw is not None:
@@ -130,7 +137,7 @@ class ImageCache:
     def images(self, ids: Iterable[str]) -> dict[str, bytes]:
         """Encoded images for the ids that have one."""
         out = {}
-        with self._gate.shared(), self._begin() as txn:
+        with self._txn() as txn:
             for rid in ids:
                 raw = txn.get(rid.encode(), db=self._img)
                 if raw is not None:
@@ -138,7 +145,7 @@ class ImageCache:
         return out
 
     def count(self) -> dict[str, int]:
-        with self._gate.shared(), self._begin() as txn:
+        with self._txn() as txn:
             return {
                 "records": txn.stat(self._meta)["entries"],
                 "images": txn.stat(self._img)["entries"],
@@ -151,14 +158,22 @@ class ImageCache:
     def map_size(self) -> int:
         return self.env.info()["map_size"]
 
-    def _begin(self, write: bool = False) -> lmdb.Transaction:
-        try:
-            return self.env.begin(write=write)
-        except lmdb.MapResizedError:
-            # another process grew the map: adopt its size
-            self.env.set_mapsize(0)
-            return self.env.begin(write=write)
+    @contextmanager
+    def _txn(self, *, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """A transaction under the gate's shared hold; committed on success, aborted on error."""
+        while True:
+            with self._gate.shared():
+                try:
+                    txn = self.env.begin(write=write)
+                except lmdb.MapResizedError:
+                    txn = None  # another process grew the map: adopt it, outside the shared hold
+                if txn is not None:
+                    with txn:
+                        yield txn
+                    return
+            self._resize(0)
 
-    def _grow(self) -> None:
+    def _resize(self, size: int) -> None:
+        """Set the map size (0: adopt the size another process set) with no transaction open."""
         with self._gate.exclusive():
-            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            self.env.set_mapsize(size)

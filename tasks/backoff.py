@@ -7,6 +7,9 @@ import email.utils
 import random
 import time
 
+# HTTP statuses that say "try again later": a timeout, a rate limit, the server's own trouble
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""

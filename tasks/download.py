@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,13 +14,17 @@ from prefect import task
 from prefect.states import State
 
 from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
-from promptlake.storage.records import SourceInfo
+from promptlake.storage.records import REQUIRED_COLUMNS, SourceInfo
+from promptlake.tasks.backoff import TRANSIENT_STATUSES
+from promptlake.tasks.rows import column_names, missing_columns
 
 FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+KAGGLE_HANDLE = re.compile(r"[^/\s]+/[^/\s]+(/versions/[0-9]+)?")
 KAGGLE_HELP = (
     "Kaggle needs network access and, for most datasets, credentials: set KAGGLE_USERNAME and "
     "KAGGLE_KEY (or write ~/.kaggle/kaggle.json). Offline, download the CSV elsewhere and pass "
-    "its path as SOURCE instead."
+    "its path as SOURCE instead, or pre-fill KAGGLEHUB_CACHE and name the version "
+    "(kaggle:<owner>/<dataset>/versions/<n>)."
 )
 
 
@@ -132,21 +137,74 @@ def _from_directory(folder: Path, data: DataDir) -> Path:
 
 
 def _from_kaggle(handle: str) -> Path:
-    """Download a Kaggle dataset through kagglehub and pick its data file."""
-    if handle.count("/") != 1 or not all(handle.split("/")):
-        raise DownloadError(f"bad Kaggle handle {handle!r}: expected kaggle:<owner>/<dataset>")
+    """Download a Kaggle dataset through kagglehub and pick its data file. A versioned handle
+    already in kagglehub's cache (``KAGGLEHUB_CACHE``) resolves without the network."""
+    if not KAGGLE_HANDLE.fullmatch(handle):
+        raise DownloadError(
+            f"bad Kaggle handle {handle!r}: expected kaggle:<owner>/<dataset> or "
+            "kaggle:<owner>/<dataset>/versions/<n>"
+        )
     try:
         import kagglehub
 
         folder = Path(kagglehub.dataset_download(handle))
     except Exception as exc:
-        raise DownloadError(
-            f"could not download kaggle:{handle}: {exc}. {KAGGLE_HELP}", transient=True
-        ) from exc
-    candidates = [p for p in folder.rglob("*") if p.is_file() and _is_data_file(p.name)]
-    if not candidates:
-        raise DownloadError(f"kaggle:{handle} holds no .csv, .csv.gz or .parquet file")
-    return max(candidates, key=lambda p: p.stat().st_size)
+        raise _kaggle_error(handle, exc) from exc
+    return pick_data_file(folder, f"kaggle:{handle}")
+
+
+def _kaggle_error(handle: str, exc: Exception) -> DownloadError:
+    """Why kagglehub failed, and whether trying again can help: the network and the server's
+    own trouble (timeouts, 408, 429, 5xx) can pass; refused credentials, a dataset that does not
+    exist (or is not shared with you) and a bad credentials file cannot."""
+    from kagglehub.exceptions import CredentialError, DataCorruptionError, UnauthenticatedError
+
+    response = getattr(exc, "response", None) if isinstance(exc, requests.HTTPError) else None
+    status = getattr(response, "status_code", None)
+    if status in (401, 403) or isinstance(exc, CredentialError | UnauthenticatedError):
+        return DownloadError(
+            f"Kaggle refused kaggle:{handle} ({status or type(exc).__name__}): check "
+            f"KAGGLE_USERNAME and KAGGLE_KEY (or ~/.kaggle/kaggle.json), and accept the dataset's "
+            f"terms on kaggle.com if it asks for consent. Kaggle said: {exc}"
+        )
+    if status == 404:
+        return DownloadError(
+            f"kaggle:{handle} was not found on Kaggle (404): check the owner, dataset name and "
+            f"version; a private dataset needs credentials that may read it. Kaggle said: {exc}"
+        )
+    transient = (
+        isinstance(exc, requests.ConnectionError | requests.Timeout | DataCorruptionError)
+        or status in TRANSIENT_STATUSES
+    )
+    return DownloadError(
+        f"could not download kaggle:{handle}: {exc}. {KAGGLE_HELP}", transient=transient
+    )
+
+
+def pick_data_file(folder: Path, label: str) -> Path:
+    """The dataset file under ``folder``: of its .csv, .csv.gz and .parquet files, those whose
+    header has every required column, the largest first. An error lists them when none fits."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_data_file(p.name))
+    if not files:
+        raise DownloadError(f"{label} holds no .csv, .csv.gz or .parquet file")
+    unfit = {p: _unfit(p) for p in files}
+    fits = [p for p in files if unfit[p] is None]
+    if fits:
+        return max(fits, key=lambda p: p.stat().st_size)
+    listed = "; ".join(f"{p.relative_to(folder)}: {why}" for p, why in unfit.items())
+    raise DownloadError(
+        f"{label} has no file with the columns {', '.join(REQUIRED_COLUMNS)} — {listed}. "
+        "Pass the path of a file that has them as SOURCE."
+    )
+
+
+def _unfit(path: Path) -> str | None:
+    """Why ``path`` cannot be the dataset (its header lacks columns, or does not read)."""
+    try:
+        missing = missing_columns(column_names(path, detect_format(path.name)))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return f"unreadable header ({str(exc)[:120]})"
+    return f"lacks {', '.join(missing)}" if missing else None
 
 
 def _is_data_file(name: str) -> bool:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import re
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 import numpy as np
 from prefect import task
@@ -26,12 +22,13 @@ from promptlake.storage.layout import DataDir
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
 from promptlake.storage.vectors import ModelMismatch, claim_namespace, write_vectors
+from promptlake.tasks.devices import candidate_devices, device_slot
 from promptlake.tasks.encoder import (
     ClipEncoder,
     ModelLoadError,
     describe_model,
     get_encoder,
-    pick_device,
+    loaded_devices,
 )
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
@@ -46,14 +43,21 @@ def embed_markers(data: DataDir, namespace: str) -> Markers:
 
 
 def run_shard(
-    shard: str, data: DataDir, settings: Settings, *, force: bool = False, progress: bool = False
+    shard: str,
+    data: DataDir,
+    settings: Settings,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    device: str | None = None,
 ) -> ShardStats:
-    """Embed one fetched shard's prompts and images. A marked shard is skipped (no model work);
-    an interrupted one is redone whole, since its files only appear when complete."""
+    """Embed one fetched shard's prompts and images on ``device`` (default: from the settings).
+    A marked shard is skipped (no model work); an interrupted one is redone whole, since its
+    files only appear when complete."""
     known = describe_model(settings.clip_model)  # no weights loaded for a finished shard
     if known and embed_markers(data, known.namespace).done(shard) and not force:
         return embed_markers(data, known.namespace).read(shard)
-    enc = get_encoder(settings.clip_model, settings.device, settings.precision)
+    enc = get_encoder(settings.clip_model, device or settings.device, settings.precision)
     ns = enc.info.namespace
     markers = embed_markers(data, ns)
     if markers.done(shard) and not force:
@@ -157,28 +161,22 @@ def prefect_server_configured() -> bool:
     return bool(get_current_settings().api.url) and not temporary
 
 
-def _lock_path(device: str) -> Path:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "-")
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{device}-{visible}")
-    return Path(tempfile.gettempdir()) / f"promptlake-gpu-{name}.lock"
-
-
 @contextmanager
-def gpu_slot(device: str) -> Iterator[None]:
-    """Hold the device while embedding: the Prefect limit ``promptlake-gpu`` (one slot per GPU,
-    seen in the UI) when a lasting server is configured, and always an OS lock per device on
-    this machine, which the kernel frees the moment a holder dies, even by SIGKILL."""
+def gpu_slot(settings: Settings) -> Iterator[str]:
+    """Hold a device while embedding, and yield it: the Prefect limit ``promptlake-gpu`` (one
+    slot per GPU, seen in the UI) when a lasting server is configured, and the first free device
+    of this process's candidates under an OS lock per physical GPU (``devices.device_slot``),
+    which the kernel frees the moment a holder dies, even by SIGKILL. Devices this process
+    already holds a model on come first, so a worker keeps one model copy where it can."""
     outer = (
         concurrency(GPU_LIMIT, occupy=1, lease_duration=60)
         if prefect_server_configured()
         else nullcontext()
     )
-    with outer, open(_lock_path(device), "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    loaded = loaded_devices(settings.clip_model, settings.precision)
+    candidates = sorted(candidate_devices(settings.device), key=lambda d: d not in loaded)
+    with outer, device_slot(candidates, lock_dir=settings.gpu_lock_dir) as device:
+        yield device
 
 
 def _worth_retrying(task: object, task_run: object, state: State) -> bool:
@@ -199,5 +197,5 @@ def embed_task(
     """Prefect task: embed one shard holding a GPU slot, so fetch can run ahead on the CPU."""
     data = DataDir(data_dir)
     # failures are recorded at stage level, not per model: status finds them either way
-    with Markers(data, STAGE).recording(shard), gpu_slot(pick_device(settings.device)):
-        return run_shard(shard, data, settings, force=force, progress=progress)
+    with Markers(data, STAGE).recording(shard), gpu_slot(settings) as device:
+        return run_shard(shard, data, settings, force=force, progress=progress, device=device)

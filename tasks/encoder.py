@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from promptlake.tasks.devices import candidate_devices
+
 HELP = (
     "promptlake could not load the CLIP model {name!r} ({error}). Offline, point "
     "PROMPTLAKE_CLIP_MODEL (or --model) at a local directory written by save_pretrained() — "
@@ -50,14 +52,9 @@ class ModelInfo:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``auto``: cuda, then mps, then cpu."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """One device for ``device``: ``auto`` is the first GPU (``cuda:0``), else mps, else cpu;
+    ``cuda`` is ``cuda:0``. Embed shards pick theirs among all of them (``devices``)."""
+    return candidate_devices(device)[0]
 
 
 def pick_dtype(device: str, precision: str = "auto") -> torch.dtype:
@@ -193,9 +190,16 @@ def _unit(out: object) -> np.ndarray:
 
 
 def get_encoder(name: str, device: str = "auto", precision: str = "auto") -> ClipEncoder:
-    """The process-wide encoder for ``name``: built on first use, then reused by every shard."""
-    key = (name, device, precision)
+    """The process's encoder for ``name`` on ``device`` (one copy per device): built on first
+    use, then reused by every shard."""
+    key = (name, pick_device(device), precision)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = ClipEncoder(name, device, precision)
+            _CACHE[key] = ClipEncoder(name, key[1], precision)
         return _CACHE[key]
+
+
+def loaded_devices(name: str, precision: str = "auto") -> set[str]:
+    """The devices on which this process already holds ``name``'s encoder."""
+    with _LOCK:
+        return {d for n, d, p in _CACHE if (n, p) == (name, precision)}

@@ -58,7 +58,7 @@ class Columns:
 
     @classmethod
     def of(cls, names: list[str], path: Path) -> Columns:
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        missing = missing_columns(names)
         if missing:
             raise PlanError(
                 f"{path.name} lacks required column(s) {', '.join(missing)}; it has {names}. "
@@ -76,6 +76,24 @@ class Columns:
         return cls(tuple(names), roles, settings, extra)
 
 
+def missing_columns(names: list[str]) -> list[str]:
+    """The required columns that ``names`` lacks."""
+    return [c for c in REQUIRED_COLUMNS if c not in names]
+
+
+def column_names(path: Path, fmt: str) -> list[str]:
+    """The column names of a source file, from its header (a CSV's first block) alone."""
+    if fmt == "parquet":
+        return pq.read_schema(path).names
+    with pa.input_stream(str(path), compression="detect") as head:
+        return pacsv.open_csv(
+            head,
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
+            ),
+        ).schema.names
+
+
 def read_batches(
     path: Path, fmt: str, on_malformed: Callable[[int | None, str], None], batch_rows: int = 65536
 ) -> tuple[Columns, Iterator[pa.RecordBatch]]:
@@ -84,13 +102,7 @@ def read_batches(
         pf = pq.ParquetFile(path)
         columns = Columns.of(pf.schema_arrow.names, path)
         return columns, (_as_strings(b) for b in pf.iter_batches(batch_size=batch_rows))
-    with pa.input_stream(str(path), compression="detect") as head:
-        names = pacsv.open_csv(
-            head,
-            parse_options=pacsv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
-            ),
-        ).schema.names
+    names = column_names(path, fmt)
     columns = Columns.of(names, path)
 
     def handler(row: pacsv.InvalidRow) -> str:

@@ -131,8 +131,8 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     if enc.info.namespace != ns:
         raise ModelMismatch(
-            f"the store holds vectors of {model.get('name')} ({ns}), not of "
-            f"{settings.clip_model}: search with --model {model.get('name')}"
+            f"the store holds vectors of {model['model']} ({ns}), not of "
+            f"{settings.clip_model}: search with --model {model['model']}"
         )
     store = open_store(store_url(settings))
     store.ensure_schema(ns, int(model["dim"]))

@@ -61,12 +61,3 @@ def test_http_download_resumes_with_range(server, data):
 def test_http_error_is_clear(server, data):
     with pytest.raises(DownloadError, match="404"):
         download(f"{server.base}/file/missing.csv", data)
-
-
-def test_kaggle_without_network_says_what_to_do(data, monkeypatch, tmp_path):
-    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")  # nothing listens: refused at once
-    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
-    with pytest.raises(DownloadError, match="download the CSV elsewhere"):
-        download("kaggle:tanreinama/900k-diffusion-prompts-dataset", data)
-    with pytest.raises(DownloadError, match="expected kaggle:<owner>/<dataset>"):
-        download("kaggle:nodataset", data)

@@ -9,6 +9,7 @@ from promptlake.settings import store_url
 from promptlake.storage.store import Filters, StoreError, open_store
 from promptlake.storage.vectors import ModelMismatch
 from promptlake.tasks import index, load
+from promptlake.tasks.encoder import get_encoder
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.search import SearchRequest, search
 from tests.fault_server import make_image
@@ -64,8 +65,13 @@ def test_unknown_model_is_refused(tmp_path, data, built):
 
     s, _ = built
     other = s.model_copy(update={"clip_model": str(build_clip(tmp_path / "o", seed=3))})
-    with pytest.raises(ModelMismatch, match="search with --model"):
+    with pytest.raises(ModelMismatch) as refused:
         search(SearchRequest(text="a cat"), data, other)
+    ns = get_encoder(s.clip_model, "cpu", "fp32").info.namespace
+    assert str(refused.value) == (
+        f"the store holds vectors of {s.clip_model} ({ns}), not of {other.clip_model}: "
+        f"search with --model {s.clip_model}"
+    )
 
 
 def test_cli_search_json_and_table(data, built, capsys, monkeypatch):
