@@ -24,11 +24,10 @@ from urllib3.exceptions import (
 )
 
 from promptlake.settings import Settings
-from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
+from promptlake.tasks.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
 from promptlake.tasks.hosts import breaker, host_key
 from promptlake.tasks.rows import url_problem
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _HOST_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _HOST_LOCK = threading.Lock()
 
@@ -167,7 +166,7 @@ class Fetcher:
             "http_error",
             f"HTTP {code} {resp.reason or ''}".strip(),
             code,
-            retry=code in RETRYABLE_STATUS,
+            retry=code in TRANSIENT_STATUSES,
             wait=wait,
         )
 

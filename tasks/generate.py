@@ -20,10 +20,8 @@ from typing import Any, Protocol
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.tasks.backoff import backoff_delay, retry_after_seconds
+from promptlake.tasks.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
 from promptlake.tasks.metadata import ImageMeta, read_metadata, save_with_metadata
-
-RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class GenerateError(RuntimeError):
@@ -62,7 +60,7 @@ def post_with_retries(
                 raise GenerateError(f"endpoint {url} failed: {exc}") from None
             time.sleep(backoff_delay(attempt + 1, base=base, most=most))
             continue
-        if reply.status_code not in RETRY_STATUSES or last:
+        if reply.status_code not in TRANSIENT_STATUSES or last:
             return reply
         after = retry_after_seconds(reply.headers.get("Retry-After"))
         time.sleep(backoff_delay(attempt + 1, base=base, most=most, retry_after=after))
