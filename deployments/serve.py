@@ -1,6 +1,6 @@
 """The deployments promptlake registers, served by ``promptlake serve`` (no work pool needed).
 
-``deployments/prefect.yaml`` declares the same five for a process work pool (``prefect deploy``).
+``deployments/prefect.yaml`` declares the same for a process work pool (``prefect deploy``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,28 @@ def deployments(settings: Settings) -> list:
             parameters={"params": data},
             description="Better prompts for an idea, drawn from the nearest ones.",
         ),
+        *folder_deployments(settings),
+    ]
+
+
+def folder_deployments(settings: Settings) -> list:
+    """``ingest-folder``: keeps the store equal to ``PROMPTLAKE_WATCH_FOLDER``, ingesting what
+    changed every ``PROMPTLAKE_WATCH_INTERVAL`` seconds (or on ``PROMPTLAKE_WATCH_CRON``); one run
+    at a time. None when no folder is watched."""
+    if settings.watch_folder is None:
+        return []
+    when = {"cron": settings.watch_cron} if settings.watch_cron else {}
+    return [
+        ingest.to_deployment(
+            name="ingest-folder",
+            tags=TAGS,
+            interval=None if when else settings.watch_interval,
+            concurrency_limit=1,
+            parameters={"params": {"source": str(settings.watch_folder.resolve())}},
+            description=f"Keep the store equal to the folder {settings.watch_folder}: new, "
+            "replaced and deleted images are ingested on a schedule.",
+            **when,
+        )
     ]
 
 

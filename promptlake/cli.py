@@ -60,6 +60,15 @@ def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="redo finished shards")
     p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep going: scan the folder again every --interval seconds and ingest what was "
+        "added, replaced or deleted, until Ctrl-C",
+    )
+    p.add_argument(
+        "--interval", type=float, help="seconds between scans ($PROMPTLAKE_WATCH_INTERVAL or 300)"
+    )
     p.set_defaults(
         limit=None,
         retry_failed=False,
@@ -94,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the deployments (ingest, resume, feedback, …)")
     sv.add_argument("--feedback-cron", help="feedback schedule (default $PROMPTLAKE_FEEDBACK_CRON)")
     sv.add_argument("--data-dir", help="data dir the deployments default to")
+    sv.add_argument(
+        "--watch-folder",
+        help="also serve ingest-folder: keep the store equal to this folder of images "
+        "($PROMPTLAKE_WATCH_FOLDER)",
+    )
+    sv.add_argument(
+        "--watch-interval", type=float, help="seconds between scans ($PROMPTLAKE_WATCH_INTERVAL)"
+    )
     st = sub.add_parser("status", help="what a data directory holds, per stage")
     st.add_argument("--data-dir", help=DATA_DIR_HELP)
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -121,7 +138,41 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         allow_file_urls=args.allow_file_urls,
         progress=sys.stderr.isatty(),
     )
+    if getattr(args, "watch", False):
+        return watch(params, args.interval)
     return run_then_status(ingest, params)
+
+
+def watch(params, interval: float | None) -> int:
+    """Ingest a folder again and again, every ``interval`` seconds, until Ctrl-C: what was added,
+    replaced or deleted since the last round reaches the store."""
+    import time
+
+    from promptlake.flows.ingest import ShardsFailed, ingest
+
+    every = interval or params.settings().watch_interval
+    seen = 0
+    try:
+        with prefect_api():
+            while True:
+                try:
+                    plan = ingest(params).plan
+                    new = plan.generations[seen:] if plan else []
+                    seen = len(plan.generations) if plan else seen
+                    print(f"watch: {params.source}: " + _round(new), flush=True)
+                except ShardsFailed as exc:  # a broken file must not end the watch
+                    print(f"promptlake: {exc}", file=sys.stderr, flush=True)
+                time.sleep(every)
+    except KeyboardInterrupt:
+        print("watch: stopped", file=sys.stderr)
+        return 130
+
+
+def _round(generations: list) -> str:
+    if not generations:
+        return "no change"
+    g = generations[-1]
+    return f"+{g.added} added, {g.changed} changed, -{g.removed} removed"
 
 
 def run_then_status(flow_fn, params) -> int:
@@ -217,10 +268,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from promptlake.settings import get_settings
 
     # flow runs resolve their settings from this process's environment: flags join it
-    if args.data_dir:
-        os.environ["PROMPTLAKE_DATA_DIR"] = os.path.abspath(args.data_dir)
-    if args.feedback_cron:
-        os.environ["PROMPTLAKE_FEEDBACK_CRON"] = args.feedback_cron
+    paths = {"data_dir": args.data_dir, "watch_folder": args.watch_folder}
+    others = {"feedback_cron": args.feedback_cron, "watch_interval": args.watch_interval}
+    for name, value in {**paths, **others}.items():
+        if value is not None:
+            shown = os.path.abspath(value) if name in paths else str(value)
+            os.environ[f"PROMPTLAKE_{name.upper()}"] = shown
     serve_all(get_settings())
     return 0
 

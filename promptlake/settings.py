@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     task_retries: int = Field(2, ge=0, le=20, description="Prefect retries of a failed shard.")
     task_retry_delay: float = Field(10.0, ge=0, description="Seconds between those retries.")
 
+    watch_folder: Path | None = Field(
+        None, description="A folder of generated images the ingest-folder deployment follows."
+    )
+    watch_interval: float = Field(
+        300.0, ge=1, description="Seconds between scans of the watched folder."
+    )
+    watch_cron: str | None = Field(
+        None, description="A cron schedule for the watched folder instead of the interval."
+    )
     # fetch
     fetch_workers: int = Field(32, ge=1, le=512, description="HTTP threads per shard.")
     fetch_per_host: int = Field(16, ge=1, le=512, description="Concurrent requests per host.")

@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -24,17 +26,19 @@ from promptlake.storage.records import PlanManifest
 from promptlake.storage.status import status
 from promptlake.storage.store import open_store
 from tests.conftest import write_csv
+from tests.fault_server import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"ingest", "resume", "feedback", "search", "refine"}
 
 
-@pytest.fixture
-def served(tmp_path, tiny_clip):
+@contextmanager
+def serving(tmp_path, tiny_clip, names=NAMES, **extra):
+    """`promptlake serve` in a subprocess until its deployments are registered; yields its log."""
     env = {
         **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_API_URL": extra.pop("PREFECT_API_URL", None) or PREFECT_API_URL.value(),
         "PROMPTLAKE_CLIP_MODEL": tiny_clip,
         "PROMPTLAKE_DEVICE": "cpu",
         "PROMPTLAKE_PRECISION": "fp32",
@@ -46,6 +50,7 @@ def served(tmp_path, tiny_clip):
         "PROMPTLAKE_DATA_DIR": str(tmp_path / "default"),
         "PROMPTLAKE_ALLOW_FILE_URLS": "1",
         "PROMPTLAKE_SHARD_SIZE": "4",
+        **extra,
     }
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(
@@ -57,7 +62,7 @@ def served(tmp_path, tiny_clip):
         )
         try:
             deadline = time.time() + 120
-            while len(_deployments()) < len(NAMES):
+            while not set(names) <= set(_deployments()):
                 assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
                 assert time.time() < deadline, "deployments did not appear"
                 time.sleep(1)
@@ -65,6 +70,12 @@ def served(tmp_path, tiny_clip):
         finally:
             proc.terminate()
             proc.wait(60)
+
+
+@pytest.fixture
+def served(tmp_path, tiny_clip):
+    with serving(tmp_path, tiny_clip) as log:
+        yield log
 
 
 def _deployments() -> dict:
@@ -143,6 +154,103 @@ def test_unset_parameters_resolve_from_the_serving_environment(tmp_path, served)
     assert sum(s.ok for s in fetched.values()) == 6  # PROMPTLAKE_ALLOW_FILE_URLS=1 applied
     recorded = read_json(data.ingest_record)
     assert recorded["allow_file_urls"] is None and recorded["shard_size"] is None  # unset
+
+
+@contextmanager
+def lasting_server(tmp_path):
+    """A real `prefect server start` with its scheduler (the test harness's ephemeral server runs
+    no scheduler, so schedules only fire on a lasting server), looking every second."""
+    from prefect.settings import temporary_settings
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--no-ui", "--no-late-runs"]
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (
+                tmp_path / "server.log"
+            ).read_text()[-3000:]
+            time.sleep(1)
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+@pytest.mark.timeout(900)
+def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip):
+    """ingest-folder (PROMPTLAKE_WATCH_FOLDER, every few seconds) on a lasting server: an image
+    added after the server started is in the store after the next run."""
+    from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    for i in range(2):
+        _draw(folder / f"{i}.png", f"a watched picture {i}")
+    data = DataDir(tmp_path / "default")
+    env = {"PROMPTLAKE_WATCH_FOLDER": str(folder), "PROMPTLAKE_WATCH_INTERVAL": "10"}
+    with (
+        lasting_server(tmp_path) as url,
+        serving(tmp_path, tiny_clip, {"ingest-folder"}, PREFECT_API_URL=url, **env) as log,
+    ):
+        dep = _deployments()["ingest-folder"]
+        assert dep.global_concurrency_limit.limit == 1  # one run at a time
+        assert dep.schedules[0].schedule.interval.total_seconds() == 10
+
+        def completed_since(when: float) -> bool:
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id={"any_": [dep.id]}),
+                    flow_run_filter=FlowRunFilter(state={"type": {"any_": ["COMPLETED"]}}),
+                    sort=FlowRunSort.START_TIME_DESC,
+                    limit=1,
+                )
+            return bool(runs) and runs[0].start_time.timestamp() > when
+
+        _wait(lambda: completed_since(0), 400, log)
+        assert status(data)["rows"]["valid"] == 2
+        added = time.time()
+        _draw(folder / "new.png", "a picture added later")
+        _wait(lambda: completed_since(added), 300, log)
+        assert status(data)["rows"]["valid"] == 3
+        assert status(data)["stages"]["load"]["shards_pending"] == 0
+
+
+def _wait(ready, seconds, log):
+    deadline = time.time() + seconds
+    while not ready():
+        if time.time() > deadline:
+            with get_client(sync_client=True) as client:
+                runs = [
+                    (r.name, r.state_name, r.expected_start_time) for r in client.read_flow_runs()
+                ]
+            raise AssertionError(f"{runs[-10:]}\n{log.read_text()[-3000:]}")
+        time.sleep(2)
+
+
+def _draw(path, prompt):
+    from promptlake.tasks.metadata import ImageMeta, save_with_metadata
+
+    path.write_bytes(save_with_metadata(sample_image(prompt, size=64), ImageMeta(prompt)))
 
 
 def test_prefect_yaml_declares_the_same_deployments():
