@@ -118,7 +118,7 @@ class ImageCache:
         keys = [rid.encode() for rid in ids]
         if not keys:
             return 0
-        with self._write_lock, self._gate.shared(), self._begin(write=True) as txn:
+        with self._write_lock, self._txn(write=True) as txn:
             found = sum(txn.delete(key, db=self._meta) for key in keys)
             for key in keys:
                 txn.delete(key, db=self._img)
