@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
+from promptlake.flows.params import RefineParams, SearchParams
+from promptlake.flows.refine import refine_flow
+from promptlake.flows.search import search_flow
 from promptlake.storage.hits import StoreBusy
 from promptlake.storage.layout import DataDir
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.plan import read_shard
+from tests.conftest import artifacts_of
+from tests.test_ui_api import free_port
 from tests.ui_server import FEEDBACK_IDEA, PageServer, build_store, page_service
 
 CHROMIUM = "/usr/bin/chromium"
@@ -29,6 +38,8 @@ ARGS = [
 ]
 ALL_LOADED = """(sel) => { const imgs = [...document.querySelectorAll(sel)];
   return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }"""
+IMAGE_STATES = """(sel) => [...document.querySelectorAll(sel)].map(
+  (i) => [i.getAttribute("src"), i.complete, i.naturalWidth])"""
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Chromium: apt-get install -y chromium"
@@ -63,6 +74,17 @@ def browser_page(store):
         browser.close()
 
 
+def loaded(page, selector: str) -> None:
+    """Wait until every image under ``selector`` has loaded; say which did not."""
+    from playwright.sync_api import TimeoutError as Timeout
+
+    try:
+        page.wait_for_function(ALL_LOADED, arg=selector)
+    except Timeout:
+        states = page.evaluate(IMAGE_STATES, selector)
+        raise AssertionError(f"images not loaded: {selector}: {states}") from None
+
+
 def search(page, text: str) -> None:
     page.fill("#text", text)
     page.press("#text", "Enter")
@@ -73,7 +95,7 @@ def test_search_shows_thumbnails_details_and_more_like_this(browser_page, store)
     prompt = read_shard(DataDir(store.data_dir), "00000")["prompt"][5].as_py()
     search(page, prompt)
     page.wait_for_function("() => document.querySelectorAll('#grid .card').length === 24")
-    page.wait_for_function(ALL_LOADED, arg="#grid .card:nth-child(-n+6) img")
+    loaded(page, "#grid .card:nth-child(-n+6) img")
     assert page.inner_text("#grid .card:first-child .prompt") == prompt
     assert page.inner_text("#grid .card:first-child .sim") == "1.000"
     assert page.inner_text("#status").startswith("24 prompts in ")
@@ -82,7 +104,7 @@ def test_search_shows_thumbnails_details_and_more_like_this(browser_page, store)
     page.wait_for_selector("#detail[open]")
     assert page.inner_text("#detail-prompt") == prompt
     assert "p0005" in page.inner_text("#detail-meta")
-    page.wait_for_function(ALL_LOADED, arg="#detail-img")
+    loaded(page, "#detail-img")
     page.click("#more-like")
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('like')")
     assert not page.is_visible("#detail")
@@ -100,7 +122,7 @@ def test_feedback_rows_show_their_lineage(browser_page):
     page.click("#grid .card:first-child .open")
     page.wait_for_selector("#lineage:not([hidden])")
     assert f"idea: {FEEDBACK_IDEA}" in page.inner_text("#lineage-meta")
-    page.wait_for_function(ALL_LOADED, arg="#parents img")  # the rows it drew from
+    loaded(page, "#parents img")  # the rows it drew from
     assert page.locator("#parents li").count() >= 1
     assert page.is_disabled("#more-like")  # no image was generated for it
     page.keyboard.press("Escape")
@@ -133,7 +155,7 @@ def test_refine_then_drop_an_a1111_png(browser_page, store):
     assert all(v.startswith("a cat on a sofa, ") for v in variants)
     assert "by offline" in page.inner_text("#refine-status")
     page.click("#variants > li:first-child summary")
-    page.wait_for_function(ALL_LOADED, arg="#variants > li:first-child .mini img[src]")
+    loaded(page, "#variants > li:first-child .mini img[src]")
 
     png = store.data_dir.parent / "source" / "images" / "p0003.png"
     drop_file(page, "#drop", png.read_bytes(), "p0003.png")
@@ -142,8 +164,8 @@ def test_refine_then_drop_an_a1111_png(browser_page, store):
     assert page.inner_text("#exact-prompt") == meta.prompt
     assert "a1111" in page.inner_text("#exact-tool")
     assert "blurry, lowres" in page.inner_text("#exact-extra")
-    page.wait_for_function(ALL_LOADED, arg="#preview-img")
-    page.wait_for_function(ALL_LOADED, arg="#grid .card:nth-child(-n+6) img")
+    loaded(page, "#preview-img")
+    loaded(page, "#grid .card:nth-child(-n+6) img")
     assert not problems, problems
     shot = page.screenshot()
     if os.environ.get("PROMPTLAKE_SCREENSHOT"):
@@ -165,3 +187,63 @@ def drop_file(page, selector: str, data: bytes, name: str) -> None:
         }""",
         [selector, base64.b64encode(data).decode(), name],
     )
+
+
+@pytest.fixture(scope="module")
+def prefect_ui(tmp_path_factory):
+    """A real Prefect server with its UI (the test harness serves no UI)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+        "PREFECT_UI_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        try:
+            if requests.get(f"{url}/api/health", timeout=5).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "prefect server did not start"
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefect_ui, store):
+    """The search and refine flows' artifacts, opened in the Prefect UI itself: every thumbnail
+    (inline, from the image cache) loads, and the tables fit the artifact panel."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    page, _, _ = browser_page
+    where = {"data_dir": str(store.data_dir), "model": store.clip_model, "origin": "dataset"}
+    with temporary_settings({PREFECT_API_URL: f"{prefect_ui}/api"}):
+        runs = [
+            search_flow(SearchParams(text="a cat", k=8, **where), return_state=True),
+            refine_flow(
+                RefineParams(idea="a cat", n=3, k=8, llm="offline", **where), return_state=True
+            ),
+        ]
+        arts = [
+            a
+            for run in runs
+            for a in artifacts_of(run.state_details.flow_run_id)
+            if a.key in ("search-results", "refine-results")
+        ]
+    assert len(arts) == 2
+    for art in arts:
+        page.goto(f"{prefect_ui}/artifacts/artifact/{art.id}")
+        page.locator("table").last.wait_for()
+        loaded(page, "table img")
+        assert page.locator("table img").count() == 8
+        for table in page.locator("table").all():
+            width, room = table.evaluate("(t) => [t.scrollWidth, t.parentElement.clientWidth]")
+            assert width <= room, f"{art.key}: a {width} px table in a {room} px panel"
