@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         "results link their thumbnails there; none: small inline thumbnails.",
     )
     ui_k: int = Field(24, ge=1, le=200, description="Hits per search on the page (its k box).")
+    ui_torch_threads: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="CPU threads torch uses in the page's process (0: one per core); it encodes "
+        "one short query at a time, and one thread does not fight its web and store threads.",
+    )
     ui_store_wait: float = Field(
         3.0, ge=0, le=600, description="Seconds a page request waits for the store's turn."
     )

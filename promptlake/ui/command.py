@@ -24,6 +24,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     service = PageService(args.data_dir, {"ui_host": args.host, "ui_port": args.port})
     host, port = service.settings.ui_host, service.settings.ui_port
+    if service.settings.ui_torch_threads:  # this process only: the page serves nothing else
+        import torch
+
+        torch.set_num_threads(service.settings.ui_torch_threads)
     if host not in LOOPBACK:
         print(
             f"promptlake ui: warning: listening on {host}, not only this machine: anyone who "
