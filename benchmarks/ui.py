@@ -156,16 +156,19 @@ def start_page(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
             time.sleep(0.1)
 
 
-def client(url: str, queries: list[str], k: int) -> tuple[list[float], int]:
-    """One keep-alive client: wall milliseconds per search, and how many failed."""
-    lat, failed = [], 0
+def client(url: str, queries: list[str], k: int) -> tuple[list[float], int, list[float]]:
+    """One keep-alive client: wall milliseconds per search, how many failed, and the server's
+    own ``took_ms`` (the search without HTTP)."""
+    lat, failed, took = [], 0, []
     with requests.Session() as http:
         for q in queries:
             t = time.perf_counter()
             r = http.get(url + "/api/search", params={"text": q, "k": k}, timeout=60)
             lat.append((time.perf_counter() - t) * 1000)
-            failed += r.status_code != 200 or len(r.json()["hits"]) != k
-    return lat, failed
+            ok = r.status_code == 200 and len(r.json()["hits"]) == k
+            failed += not ok
+            took += [r.json()["took_ms"]] if ok else []
+    return lat, failed, took
 
 
 def pct(values: list[float], p: float) -> float:
@@ -187,19 +190,31 @@ def main() -> None:
         proc, url, start_s = start_page(settings.data_dir)
         try:
             client(url, queries[:20], args.k)  # connections, allocator, chDB caches
-            one, failed_1 = client(url, queries, args.k)
+            one, failed_1, took = client(url, queries, args.k)
             per = [queries[i::8] for i in range(8)]
             t = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(lambda qs: client(url, qs, args.k), per))
             wall = time.perf_counter() - t
-            eight = [x for lat, _ in results for x in lat]
-            failed_8 = sum(f for _, f in results)
+            eight = [x for lat, _, _ in results for x in lat]
+            failed_8 = sum(f for _, f, _ in results)
             thumbs = fetch_thumbnails(url, args.k)
+            health = timed_get(url + "/healthz", 100)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-    report(args, cold, start_s, one, failed_1, eight, failed_8, wall, thumbs)
+    report(args, cold, start_s, (one, took, failed_1), (eight, failed_8, wall), thumbs, health)
+
+
+def timed_get(url: str, n: int) -> list[float]:
+    """Milliseconds per GET of ``url``: the HTTP and framework cost alone, for ``/healthz``."""
+    lat = []
+    with requests.Session() as http:
+        for _ in range(n):
+            t = time.perf_counter()
+            http.get(url, timeout=60).raise_for_status()
+            lat.append((time.perf_counter() - t) * 1000)
+    return lat
 
 
 def fetch_thumbnails(url: str, k: int) -> list[float]:
@@ -215,7 +230,8 @@ def fetch_thumbnails(url: str, k: int) -> list[float]:
     return lat
 
 
-def report(args, cold, start_s, one, failed_1, eight, failed_8, wall, thumbs) -> None:
+def report(args, cold, start_s, single, multi, thumbs, health) -> None:
+    (one, took, failed_1), (eight, failed_8, wall) = single, multi
     cold_ms = statistics.median(cold) * 1000
     figures = {
         "rows": args.rows,
@@ -225,6 +241,8 @@ def report(args, cold, start_s, one, failed_1, eight, failed_8, wall, thumbs) ->
         "ui_start_s": round(start_s, 2),
         "warm_p50_ms": round(pct(one, 50), 2),
         "warm_p95_ms": round(pct(one, 95), 2),
+        "server_p50_ms": round(pct(took, 50), 2),
+        "healthz_p50_ms": round(pct(health, 50), 2),
         "warm8_p50_ms": round(pct(eight, 50), 2),
         "warm8_p95_ms": round(pct(eight, 95), 2),
         "warm8_rps": round(len(eight) / wall, 1),
@@ -235,6 +253,10 @@ def report(args, cold, start_s, one, failed_1, eight, failed_8, wall, thumbs) ->
     print(f"cold CLI search (new process, median of {len(cold)}): {cold_ms:,.0f} ms")
     print(f"promptlake ui start (CLIP loaded, store touched): {start_s:.1f} s")
     print(f"warm, 1 client:   p50 {figures['warm_p50_ms']} ms  p95 {figures['warm_p95_ms']} ms")
+    print(
+        f"  of which the search itself (server's took_ms) p50 {figures['server_p50_ms']} ms; "
+        f"an HTTP round trip alone (/healthz) p50 {figures['healthz_p50_ms']} ms"
+    )
     print(
         f"warm, 8 clients:  p50 {figures['warm8_p50_ms']} ms  p95 {figures['warm8_p95_ms']} ms  "
         f"{figures['warm8_rps']} searches/s"
