@@ -51,7 +51,7 @@ def small_jpeg(body: bytes, size: int = INLINE_PX, quality: int = INLINE_QUALITY
 
 
 def page_image_url(ui_url: str, rid: str) -> str:
-    """The search page's address of row ``rid``'s cached image."""
+    """The search page's address of row ``rid``'s cached image (a path when ``ui_url`` is "")."""
     return f"{ui_url.rstrip('/')}/img/{quote(rid, safe='')}"
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -20,7 +18,14 @@ from promptlake.storage.hits import StoreBusy
 from promptlake.storage.store import open_store
 from promptlake.tasks.plan import read_shard
 from tests.fault_server import bomb_png
-from tests.ui_server import FEEDBACK_IDEA, PageServer, build_store, page_service
+from tests.ui_server import (
+    FEEDBACK_IDEA,
+    PageServer,
+    build_store,
+    free_port,
+    page_service,
+    wait_for,
+)
 
 HIT_KEYS = {"id", "prompt", "url", "distance", "width", "height", "source_site", "origin"}
 
@@ -198,12 +203,6 @@ def test_a_busy_store_answers_503_and_names_the_holder(page, monkeypatch):
     assert got.status_code == 503 and got.json() == {"error": holder, "busy": True}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_promptlake_ui_command_serves_warm(store):
     """The real command in its own process: it loads CLIP before it answers, warns about a
     non-loopback address, and stops cleanly on Ctrl-C."""
@@ -221,15 +220,7 @@ def test_promptlake_ui_command_serves_warm(store):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                health = requests.get(base + "/healthz", timeout=5).json()
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "promptlake ui did not start"
-                time.sleep(0.2)
+        health = wait_for(base + "/healthz", proc).json()
         assert health["ready"] and health["model"] == store.clip_model
         hits = requests.get(base + "/api/search", params={"text": "a fox"}, timeout=60).json()
         assert len(hits["hits"]) == store.ui_k

@@ -4,10 +4,13 @@ a free loopback port, in a thread of the test process (which holds the embedded 
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import requests
 import uvicorn
 
 from promptlake.settings import Settings
@@ -82,3 +85,21 @@ class PageServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 240) -> requests.Response:
+    """The first answer of a server that ``proc`` is starting (it must not exit meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"{url} did not answer"
+            time.sleep(0.2)

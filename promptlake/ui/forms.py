@@ -7,7 +7,6 @@ import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 from fastapi.encoders import jsonable_encoder
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +16,7 @@ from starlette.requests import Request
 
 from promptlake.settings import Settings
 from promptlake.storage.hits import Filters, Hit
+from promptlake.tasks.thumbnails import page_image_url
 
 _ID = re.compile(r"[^\x00-\x1f\x7f/\\]{1,256}")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the text fields around the image
@@ -164,11 +164,6 @@ def check_image(body: bytes, settings: Settings) -> None:
         raise BadRequest(f"the image is {size}; {most} (PROMPTLAKE_UI_MAX_UPLOAD_PIXELS)", 413)
 
 
-def image_path(rid: str) -> str:
-    """The page's address of a row's cached image."""
-    return f"/img/{quote(rid, safe='')}"
-
-
 def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
     """One hit for the API: the store's fields, its thumbnail (when its image is cached) and
     ``extra`` (lineage, generation settings: whatever the store carries)."""
@@ -181,6 +176,6 @@ def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
         "height": hit.height,
         "source_site": hit.source_site,
         "origin": hit.origin,
-        "thumbnail": image_path(hit.id) if hit.id in cached else None,
+        "thumbnail": page_image_url("", hit.id) if hit.id in cached else None,
         "extra": jsonable_encoder(hit.extra),
     }
