@@ -13,10 +13,12 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from promptlake.cli import main
 from promptlake.settings import store_url
 from promptlake.storage.hits import StoreBusy
 from promptlake.storage.store import open_store
 from promptlake.tasks.plan import read_shard
+from promptlake.ui.service import PageService
 from tests.fault_server import bomb_png
 from tests.ui_server import (
     FEEDBACK_IDEA,
@@ -229,3 +231,19 @@ def test_promptlake_ui_command_serves_warm(store):
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "warning: listening on 0.0.0.0" in err
+
+
+def test_a_data_dir_without_embeddings_answers_503_until_it_has_some(tmp_path):
+    with PageServer(PageService(str(tmp_path / "empty"))) as empty:
+        assert get(empty, "/healthz").json()["ready"] is False
+        got = get(empty, "/api/search", text="a cat")
+        assert got.status_code == 503 and "has no embeddings yet" in got.json()["error"]
+
+
+def test_a_model_that_will_not_load_is_a_cli_error(store, monkeypatch, capsys):
+    """Before it serves anything: the command ends with one error line naming the model."""
+    missing = str(store.data_dir / "no-such-model")
+    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", missing)
+    assert main(["ui", "--data-dir", str(store.data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("promptlake: error: ") and missing in err and "Traceback" not in err

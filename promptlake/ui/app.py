@@ -33,7 +33,8 @@ def create_app(service: PageService) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(service.warm_up)
+        if not service.ready:
+            await run_in_threadpool(service.warm_up)
         yield
 
     app = FastAPI(title="promptlake", lifespan=lifespan, docs_url=None, redoc_url=None)

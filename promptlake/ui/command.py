@@ -34,5 +34,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "can reach it can search this store and upload images to it (there is no login)",
             file=sys.stderr,
         )
+    service.warm_up()  # before serving: a model that will not load is a plain CLI error
     serve(service, host, port)
     return 0
