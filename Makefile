@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine clean
+.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
+	clean
 
 install: $(VENV)/.installed
 
@@ -52,3 +53,7 @@ bench-refine: install
 
 bench-search: install
 	$(PY) benchmarks/search.py $(BENCH_ARGS)
+
+# the search page: warm searches over HTTP against a cold CLI search (100k rows, tiny CLIP)
+bench-ui: install
+	$(PY) benchmarks/ui.py $(BENCH_ARGS)

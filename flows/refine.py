@@ -6,22 +6,33 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from promptlake.flows.params import RefineParams
-from promptlake.flows.results import hits_markdown, hits_rows, md_text, publish
+from promptlake.flows.results import (
+    ID_CHARS,
+    cut,
+    hits_markdown,
+    hits_rows,
+    md_text,
+    publish,
+    wrap_cell,
+)
 from promptlake.tasks.refine import RefineRequest, RefineResult, refine_task
 from promptlake.tasks.search import query_settings
+from promptlake.tasks.thumbnails import Thumb, thumbnails
 
 
-def refine_markdown(result: RefineResult) -> list[str]:
+def refine_markdown(result: RefineResult, thumbs: dict[str, Thumb] | None = None) -> list[str]:
     """The variants (with the neighbours each drew from), then the neighbours with thumbnails."""
     rank = {h.id: i for i, h in enumerate(result.sources, 1)}
     lines = [f"idea: **{md_text(result.idea)}** — refiner `{result.refiner}`", ""]
     if result.exact:
-        lines += [f"exact prompt from the image's metadata: `{md_text(result.exact.prompt)}`", ""]
+        lines += [f"exact prompt from the image's metadata: {md_text(result.exact.prompt)}", ""]
     lines += ["## variants", "", "| # | prompt | CLIP tokens | drawn from |", "|---|---|---|---|"]
     for i, v in enumerate(result.variants, 1):
-        named = ", ".join(f"#{rank[x]} `{x}`" for x in v.drawn_from) or "—"
-        lines.append(f"| {i} | {md_text(v.prompt)} | {v.tokens} | {named} |")
-    return [*lines, "", "## neighbours", "", *hits_markdown(result.sources)]
+        ranks = [f"#{rank[x]}" for x in v.drawn_from]  # the neighbours' table below
+        named = "<br>".join(", ".join(ranks[j : j + 6]) for j in range(0, len(ranks), 6))
+        prompt = wrap_cell(v.prompt, width=64, most=8)  # a whole variant: CLIP's 77 tokens
+        lines.append(f"| {i} | {prompt} | {v.tokens} | {named or '—'} |")
+    return [*lines, "", "## neighbours", "", *hits_markdown(result.sources, thumbs)]
 
 
 @flow(name="refine", log_prints=True)
@@ -42,11 +53,12 @@ def refine_flow(params: RefineParams) -> dict:
             "variant": i,
             "prompt": v.prompt,
             "tokens": v.tokens,
-            "drawn_from": ", ".join(v.drawn_from),
+            "drawn_from": ", ".join(cut(x, ID_CHARS) for x in v.drawn_from),
         }
         for i, v in enumerate(result.variants, 1)
     ]
-    publish("refine-results", "refine", refine_markdown(result), rows, result.idea)
+    thumbs = thumbnails([h.id for h in result.sources], settings)
+    publish("refine-results", "refine", refine_markdown(result, thumbs), rows, result.idea)
     create_table_artifact(
         hits_rows(result.sources), key="refine-neighbours", description="neighbours drawn from"
     )

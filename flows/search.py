@@ -9,6 +9,7 @@ from prefect import flow
 from promptlake.flows.params import SearchParams
 from promptlake.flows.results import hits_markdown, hits_rows, publish
 from promptlake.tasks.search import SearchRequest, query_settings, search_task
+from promptlake.tasks.thumbnails import thumbnails
 
 
 @flow(name="search", log_prints=True)
@@ -24,5 +25,6 @@ def search_flow(params: SearchParams) -> list[dict]:
     lines = [f"**{query}** → {params.target}, k={req.k}", ""]
     if hits and hits[0].origin.startswith("metadata:"):
         lines.insert(1, f"exact prompt from the image's {hits[0].origin[9:]} metadata")
-    publish("search-results", "search", lines + hits_markdown(hits), hits_rows(hits), query)
+    table = hits_markdown(hits, thumbnails([h.id for h in hits], settings))
+    publish("search-results", "search", lines + table, hits_rows(hits), query)
     return [asdict(h) for h in hits]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from promptlake import query_cli
 from promptlake.query_cli import DATA_DIR_HELP
 from promptlake.storage.records import STAGES
+from promptlake.ui import command as ui_command
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_parser(sub)
     _ingest_images_parser(sub)
     query_cli.add_parsers(sub)
+    ui_command.add_parser(sub)
     rs = sub.add_parser("resume", help="rerun the failed and missing shards of a data dir")
     rs.add_argument("--data-dir", help=DATA_DIR_HELP)
     rs.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows too")
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve,
         "feedback": cmd_feedback,
         "status": cmd_status,
+        "ui": ui_command.cmd_ui,
     }[args.command]
     try:
         return handler(args)

@@ -137,6 +137,34 @@ class Settings(BaseSettings):
     generator_width: int = Field(512, ge=64, le=2048)
     generator_height: int = Field(512, ge=64, le=2048)
     lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
+    # search page (promptlake ui)
+    ui_host: str = Field(
+        "127.0.0.1", description="Address the search page binds; another is the user's choice."
+    )
+    ui_port: int = Field(8700, ge=1, le=65535, description="Port of the search page.")
+    ui_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Where the search page is reachable (http://host:8700): the Prefect UI's "
+        "results link their thumbnails there; none: small inline thumbnails.",
+    )
+    ui_k: int = Field(24, ge=1, le=200, description="Hits per search on the page (its k box).")
+    ui_torch_threads: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="CPU threads torch uses in the page's process (0: one per core); it encodes "
+        "one short query at a time, and one thread does not fight its web and store threads.",
+    )
+    ui_store_wait: float = Field(
+        3.0, ge=0, le=600, description="Seconds a page request waits for the store's turn."
+    )
+    ui_max_upload_bytes: int = Field(
+        10 * 2**20, gt=0, description="Largest image the search page accepts."
+    )
+    ui_max_upload_pixels: int = Field(
+        40_000_000, gt=0, description="Largest image, in pixels, the search page decodes."
+    )
 
 
 def store_url(settings: Settings) -> str:

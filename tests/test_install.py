@@ -53,6 +53,8 @@ def test_wheel_installs_under_promptlake_only_and_ingests(tmp_path, tiny_clip):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"promptlake"}, tops
     assert "promptlake/deployments/prefect.yaml" in names
+    page = ("templates/index.html", "static/app.js", "static/app.css")
+    assert {f"promptlake/ui/{f}" for f in page} <= set(names)  # the search page's assets
     assert {f"promptlake/{g}/__init__.py" for g in GENERIC} <= set(names)
 
     env_dir = tmp_path / "venv"

@@ -1,0 +1,84 @@
+"""The search page's web app: the page, ``/img/<id>`` from the image cache, ``/healthz`` and the
+JSON API. Everything it serves comes from this package: no CDN, usable offline."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from promptlake.ui import api, errors
+from promptlake.ui.forms import BadRequest
+from promptlake.ui.service import PageService
+
+HERE = Path(__file__).parent
+# the page loads only its own files; pasted or dropped images show as blob: previews
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+IMAGE_TYPES = {b"\xff\xd8": "image/jpeg", b"\x89P": "image/png", b"RI": "image/webp"}
+IMAGE_MAX_AGE = 86_400  # a row's cached image changes only if it is fetched again
+
+
+def create_app(service: PageService) -> FastAPI:
+    """The app around ``service``; CLIP loads and the store is touched once before it serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not service.ready:
+            await run_in_threadpool(service.warm_up)
+        yield
+
+    app = FastAPI(title="promptlake", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    errors.install(app)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request) -> HTMLResponse:
+        s = service.settings
+        context = {"k": s.ui_k, "refine_n": s.refine_n, "max_bytes": s.ui_max_upload_bytes}
+        response = templates.TemplateResponse(request, "index.html", context)
+        response.headers["Content-Security-Policy"] = CSP
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        s = service.settings
+        body = {"ok": True, "ready": service.ready, "model": s.clip_model}
+        return JSONResponse({**body, "data_dir": str(s.data_dir), "reason": service.reason})
+
+    @app.get("/img/{rid}")
+    def image(rid: str, request: Request) -> Response:
+        body = service.image(rid)
+        if body is None:
+            raise BadRequest(f"row {rid!r} has no cached image", 404)
+        tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        headers = {
+            "Cache-Control": f"public, max-age={IMAGE_MAX_AGE}",
+            "ETag": tag,
+            "X-Content-Type-Options": "nosniff",
+        }
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers=headers)
+        kind = IMAGE_TYPES.get(body[:2], "application/octet-stream")
+        return Response(body, media_type=kind, headers=headers)
+
+    return app
+
+
+def serve(service: PageService, host: str, port: int) -> None:
+    """Run the page until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
