@@ -225,7 +225,7 @@ def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefec
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     page, _, _ = browser_page
-    where = {"data_dir": str(store.data_dir), "model": store.clip_model, "origin": "dataset"}
+    where = {"data_dir": str(store.data_dir), "clip_model": store.clip_model, "origin": "dataset"}
     with temporary_settings({PREFECT_API_URL: f"{prefect_ui}/api"}):
         runs = [
             search_flow(SearchParams(text="a cat", k=8, **where), return_state=True),

@@ -118,7 +118,7 @@ def test_no_cache_yet_means_no_thumbnails_and_no_cache_made(tmp_path):
 def test_search_flow_artifact_carries_cached_thumbnails(built, monkeypatch):
     s, _ = built
     monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
-    params = SearchParams(text="a cat", k=30, data_dir=str(s.data_dir), model=s.clip_model)
+    params = SearchParams(text="a cat", k=30, data_dir=str(s.data_dir), clip_model=s.clip_model)
     state = search_flow(params, return_state=True)
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
     md = arts["search-results"].data

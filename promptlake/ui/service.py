@@ -13,7 +13,7 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from PIL import Image
 
-from promptlake.settings import Settings
+from promptlake.settings import Settings, get_settings
 from promptlake.storage.hits import Hit, StoreBusy
 from promptlake.storage.layout import DataDir
 from promptlake.tasks.encoder import get_encoder
@@ -37,7 +37,7 @@ log = logging.getLogger("promptlake.ui")
 
 def page_settings(data_dir: str | None, **overrides: object) -> Settings:
     """Settings for the page: the data dir's own CLIP model, and a short wait for the store."""
-    settings = query_settings(data_dir, None, **overrides)
+    settings = query_settings(get_settings(data_dir=data_dir, **overrides))
     if "store_wait" in Settings.model_fields:  # turn-taking: a page answers "busy" quickly
         settings = settings.model_copy(update={"store_wait": settings.ui_store_wait})
     return settings
