@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import SHARDED_STAGES, PlanManifest
+from promptlake.storage.store import parse_store_url
+from promptlake.storage.turns import Holder, TurnFiles
 from promptlake.storage.vectors import namespaces
 
 
@@ -40,9 +44,19 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
     }, missing
 
 
-def status(data: DataDir) -> dict[str, Any]:
-    """A JSON-ready summary of ``data``."""
+def store_holder(data: DataDir, store_url: str | None = None) -> dict[str, Any] | None:
+    """Who holds the embedded store now (from its holder file; a server store: None). Never
+    waits for the store."""
+    u = parse_store_url(store_url or f"chdb://{data.root / 'store'}")
+    holder = TurnFiles(Path(u.path).resolve()).holder() if u.scheme == "chdb" else None
+    return asdict(holder) if holder else None
+
+
+def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:
+    """A JSON-ready summary of ``data`` (and of who holds its store, ``store_url`` or the
+    embedded one in the data dir)."""
     out: dict[str, Any] = {"data_dir": str(data.root)}
+    out["store_holder"] = store_holder(data, store_url)
     if data.source_info.exists():
         out["source"] = read_json(data.source_info)
     if not data.manifest.exists():
@@ -67,7 +81,7 @@ def status(data: DataDir) -> dict[str, Any]:
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
     out["resume"] = resume_plan(data, out, missing)
     loaded = Markers(data, "load").all_done().values()
-    # counted from the load markers: reading the store itself would take chDB's one-process lock
+    # counted from the load markers: reading the store would mean waiting for its turn
     out["store"] = {
         "prompts": sum(m.by_status.get("prompts", 0) for m in loaded),
         "images": sum(m.by_status.get("images", 0) for m in loaded),
@@ -143,6 +157,8 @@ def format_resume(plan: dict[str, Any]) -> list[str]:
 def format_status(report: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`status`."""
     lines = [f"data dir: {report['data_dir']}"]
+    if report.get("store_holder"):
+        lines.append(f"store:    in use by {Holder(**report['store_holder']).describe()}")
     if "source" in report:
         src = report["source"]
         lines.append(

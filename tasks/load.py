@@ -11,12 +11,12 @@ from promptlake.settings import Settings, store_url
 from promptlake.storage.layout import DataDir
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
-from promptlake.storage.store import open_store
 from promptlake.storage.vectors import list_column, namespaces, read_vectors
 from promptlake.tasks.embed import embed_markers
 from promptlake.tasks.encoder import describe_model
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
+from promptlake.tasks.turn import store_turn
 
 STAGE = "load"
 
@@ -42,12 +42,12 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
     if not embed_markers(data, ns).done(shard):
         raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")
     start = time.perf_counter()
-    store = open_store(store_url(settings))
-    store.ensure_schema(ns, int(model["dim"]))
-    prompts = _prompt_rows(data, shard, ns)
+    prompts = _prompt_rows(data, shard, ns)  # read before the turn: hold the store briefly
     images = _image_rows(data, shard, ns, prompts)
-    store.load_shard("prompts", shard, prompts)
-    store.load_shard("images", shard, images)
+    with store_turn(settings, f"load shard {shard}") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        store.load_shard("prompts", shard, prompts)
+        store.load_shard("images", shard, images)
     stats = ShardStats(
         STAGE,
         shard,
@@ -104,6 +104,6 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
 
 @task(name=STAGE)
 def load_task(shard: str, data_dir: str, settings: Settings, *, force: bool = False) -> ShardStats:
-    """Prefect task: load one shard (runs in the flow's process: chDB is single-process)."""
+    """Prefect task: load one shard (one turn with the store)."""
     with Markers(DataDir(data_dir), STAGE).recording(shard):
         return run_shard(shard, DataDir(data_dir), settings, force=force)
