@@ -18,14 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from promptlake.storage.hits import StoreError
+from promptlake.storage.hits import StoreUnavailable
 
 ENGINE_LINE = re.compile(r"DB::|^\s*\d+\. |^\s*$")  # the engine's messages and stack frames
 SERVER_ADVICE = "serve the store from a ClickHouse server (PROMPTLAKE_STORE_URL=clickhouse://…)"
-
-
-class StoreUnavailable(StoreError):
-    """The embedded store cannot be opened; the message gives the real cause."""
 
 
 def open_engine(path: str) -> Any:

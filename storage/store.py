@@ -13,21 +13,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shlex
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for, parse_store_url
 from promptlake.storage.embedded import open_engine
 from promptlake.storage.hits import Filters, Hit, StoreError, lineage
-from promptlake.storage.turns import ProcessTurn, Say, process_turn, say_on_stderr
+from promptlake.storage.turn_files import Say, command_line, say_on_stderr
+from promptlake.storage.turns import ProcessTurn, process_turn
 from promptlake.storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
@@ -36,39 +32,6 @@ _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
     model LowCardinality(String),
     created_at DateTime64(3) DEFAULT now64(3)"""
-
-
-@dataclass(frozen=True)
-class StoreURL:
-    scheme: str
-    path: str = ""
-    host: str = "localhost"
-    port: int | None = None
-    database: str = "promptlake"
-    user: str | None = None
-    password: str | None = None
-
-
-def parse_store_url(url: str) -> StoreURL:
-    """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
-    parts = urlparse(url)
-    if parts.scheme == "chdb":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
-            raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
-        return StoreURL("chdb", path=path)
-    if parts.scheme in ("clickhouse", "myscale"):
-        if not parts.hostname:
-            raise StoreError(f"store URL {url!r} has no host")
-        return StoreURL(
-            parts.scheme,
-            host=parts.hostname,
-            port=parts.port,
-            database=parts.path.strip("/") or "promptlake",
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-    raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,11 +46,6 @@ def _in_turn(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-def command_line() -> str:
-    """This process's command line: who holds the store when the caller did not say."""
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200] if sys.argv else "python"
 
 
 class Store:
@@ -312,7 +270,7 @@ def open_store(url: str) -> Store:
         if u.scheme == "chdb":
             path = os.path.realpath(u.path)  # chDB compares engine paths as strings
             turn = process_turn(path, open_engine)
-            store = Store(url, ClickHouseDialect(), u.database, turn=turn)
+            store = Store(url, dialect_for(u.scheme), u.database, turn=turn)
         else:
             client = clickhouse_connect.get_client(
                 host=u.host,
@@ -320,7 +278,6 @@ def open_store(url: str) -> Store:
                 username=u.user or "default",
                 password=u.password or "",
             )
-            dialect = MyScaleDialect() if u.scheme == "myscale" else ClickHouseDialect()
-            store = Store(url, dialect, u.database, client=client)
+            store = Store(url, dialect_for(u.scheme), u.database, client=client)
         _OPEN[url] = store
         return store

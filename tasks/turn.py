@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from promptlake.settings import Settings, store_url
 from promptlake.storage.store import Store, command_line, open_store
-from promptlake.storage.turns import say_on_stderr
+from promptlake.storage.turn_files import say_on_stderr
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from promptlake.storage.dialects import IndexParams, MyScaleDialect
-from promptlake.storage.embedded import StoreUnavailable
+from promptlake.storage.hits import StoreUnavailable
 from promptlake.storage.store import Filters, StoreError, open_store, parse_store_url
 from promptlake.storage.vectors import ModelMismatch
 

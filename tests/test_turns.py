@@ -21,7 +21,7 @@ from promptlake.storage.hits import StoreBusy
 from promptlake.storage.layout import DataDir
 from promptlake.storage.status import format_status, status
 from promptlake.storage.store import open_store
-from promptlake.storage.turns import TurnFiles
+from promptlake.storage.turn_files import TurnFiles
 from promptlake.tasks import feedback
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.search import SearchRequest, search
