@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine clean
+.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-turns clean
 
 install: $(VENV)/.installed
 
@@ -51,3 +51,6 @@ bench-refine: install
 
 bench-search: install
 	$(PY) benchmarks/search.py $(BENCH_ARGS)
+
+bench-turns: install
+	$(PY) benchmarks/turns.py $(BENCH_ARGS)
