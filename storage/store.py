@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for, parse_store_url
-from promptlake.storage.embedded import open_engine
+from promptlake.storage.embedded import open_engine, warm_up
 from promptlake.storage.hits import Filters, Hit, StoreError, lineage
 from promptlake.storage.turn_files import Say, command_line, say_on_stderr
 from promptlake.storage.turns import ProcessTurn, process_turn
@@ -269,7 +269,7 @@ def open_store(url: str) -> Store:
         u = parse_store_url(url)
         if u.scheme == "chdb":
             path = os.path.realpath(u.path)  # chDB compares engine paths as strings
-            turn = process_turn(path, open_engine)
+            turn = process_turn(path, open_engine, warm_up)
             store = Store(url, dialect_for(u.scheme), u.database, turn=turn)
         else:
             client = clickhouse_connect.get_client(

@@ -51,10 +51,13 @@ WATCH = 0.1  # seconds between a holder's looks for waiters
 
 class ProcessTurn:
     """This process's turn with one embedded store: shared by threads, reentrant in a thread.
-    ``opener(path)`` opens the engine (a client); the turn closes it when it hands over."""
+    ``opener(path)`` opens the engine (a client), which the turn closes when it hands over;
+    ``warm_up()`` runs before queueing (one-time costs that need no store)."""
 
-    def __init__(self, path: str, opener: Callable[[str], Any]) -> None:
-        self.path, self.files, self.opener = path, TurnFiles(path), opener
+    def __init__(
+        self, path: str, opener: Callable[[str], Any], warm_up: Callable[[], None]
+    ) -> None:
+        self.path, self.files, self.opener, self.warm_up = path, TurnFiles(path), opener, warm_up
         self.cond = threading.Condition()
         self.local = threading.local()
         self.client: Any = None
@@ -113,6 +116,7 @@ class ProcessTurn:
                 if self._join(who, unit, long):
                     return
             _hand_back_others(self, deadline)  # chDB: one engine path per process
+            self.warm_up()
             me = Holder(os.getpid(), who, unit, time.time(), long, socket.gethostname())
             fd = self.files.take(me, deadline=deadline, say=say)
             try:
@@ -200,11 +204,13 @@ _TURNS_LOCK = threading.Lock()
 _LEFT_IN_PARENT: list[Any] = []
 
 
-def process_turn(path: str, opener: Callable[[str], Any]) -> ProcessTurn:
+def process_turn(
+    path: str, opener: Callable[[str], Any], warm_up: Callable[[], None]
+) -> ProcessTurn:
     """This process's turn for the store at ``path`` (a resolved directory path)."""
     with _TURNS_LOCK:
         if path not in _TURNS:
-            _TURNS[path] = ProcessTurn(path, opener)
+            _TURNS[path] = ProcessTurn(path, opener, warm_up)
         return _TURNS[path]
 
 
