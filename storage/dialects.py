@@ -1,12 +1,9 @@
-"""Store URLs, and the few places where ClickHouse and MyScale SQL differ: distance, index
-DDL, index status. Embedded chDB speaks ClickHouse's SQL."""
+"""The few places where ClickHouse and MyScale SQL differ: distance, index DDL, index status.
+Embedded chDB speaks ClickHouse's SQL."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
-
-from promptlake.storage.hits import StoreError
 
 
 @dataclass(frozen=True)
@@ -84,36 +81,3 @@ class MyScaleDialect(ClickHouseDialect):
 def dialect_for(scheme: str) -> ClickHouseDialect:
     """The SQL dialect of a store URL's scheme (chdb and clickhouse share one)."""
     return MyScaleDialect() if scheme == "myscale" else ClickHouseDialect()
-
-
-@dataclass(frozen=True)
-class StoreURL:
-    scheme: str
-    path: str = ""
-    host: str = "localhost"
-    port: int | None = None
-    database: str = "promptlake"
-    user: str | None = None
-    password: str | None = None
-
-
-def parse_store_url(url: str) -> StoreURL:
-    """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
-    parts = urlparse(url)
-    if parts.scheme == "chdb":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
-            raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
-        return StoreURL("chdb", path=path)
-    if parts.scheme in ("clickhouse", "myscale"):
-        if not parts.hostname:
-            raise StoreError(f"store URL {url!r} has no host")
-        return StoreURL(
-            parts.scheme,
-            host=parts.hostname,
-            port=parts.port,
-            database=parts.path.strip("/") or "promptlake",
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-    raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")

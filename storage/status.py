@@ -6,10 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from promptlake.storage.dialects import parse_store_url
 from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import SHARDED_STAGES, PlanManifest
+from promptlake.storage.store import parse_store_url
 from promptlake.storage.turn_files import Holder, TurnFiles
 from promptlake.storage.vectors import namespaces
 

@@ -15,11 +15,13 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for, parse_store_url
+from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.embedded import open_engine, warm_up
 from promptlake.storage.hits import Filters, Hit, StoreError, lineage
 from promptlake.storage.turn_files import Say, command_line, say_on_stderr
@@ -32,6 +34,39 @@ _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
     model LowCardinality(String),
     created_at DateTime64(3) DEFAULT now64(3)"""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    scheme: str
+    path: str = ""
+    host: str = "localhost"
+    port: int | None = None
+    database: str = "promptlake"
+    user: str | None = None
+    password: str | None = None
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
+    parts = urlparse(url)
+    if parts.scheme == "chdb":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
+        return StoreURL("chdb", path=path)
+    if parts.scheme in ("clickhouse", "myscale"):
+        if not parts.hostname:
+            raise StoreError(f"store URL {url!r} has no host")
+        return StoreURL(
+            parts.scheme,
+            host=parts.hostname,
+            port=parts.port,
+            database=parts.path.strip("/") or "promptlake",
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+    raise StoreError(f"unknown store URL {url!r}: use chdb:///path, clickhouse://… or myscale://…")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
