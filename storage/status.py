@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def store_holder(data: DataDir, store_url: str | None = None) -> dict[str, Any] 
     waits for the store."""
     u = parse_store_url(store_url or f"chdb://{data.root / 'store'}")
     holder = TurnFiles(Path(u.path).resolve()).holder() if u.scheme == "chdb" else None
-    return asdict(holder) if holder else None
+    mine = holder and holder.pid == os.getpid()  # this very process: it hands over when asked
+    return asdict(holder) if holder and not mine else None
 
 
 def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class Holder:
 
     pid: int
     who: str
-    unit: str
+    unit: str  # empty: the process keeps the store open between units
     since: float
     long: bool = False
     host: str = ""
@@ -50,6 +50,7 @@ class Holder:
     def describe(self) -> str:
         at = time.strftime("%H:%M:%S", time.localtime(self.since))
         what = f"{self.unit}, a long hold" if self.long else self.unit
+        what = what or "idle, hands it over when asked"
         return f"pid {self.pid} ({self.who}; {what}) since {at} ({time.time() - self.since:.0f} s)"
 
 

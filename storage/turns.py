@@ -52,7 +52,9 @@ WATCH = 0.1  # seconds between a holder's looks for waiters
 class ProcessTurn:
     """This process's turn with one embedded store: shared by threads, reentrant in a thread.
     ``opener(path)`` opens the engine (a client), which the turn closes when it hands over;
-    ``warm_up()`` runs before queueing (one-time costs that need no store)."""
+    ``warm_up()`` runs before queueing (one-time costs that need no store). Nesting is per
+    thread: a unit that hands store work to another thread and waits for it would, once another
+    process waits, wait for its own turn to end (until the bound): keep a unit in one thread."""
 
     def __init__(
         self, path: str, opener: Callable[[str], Any], warm_up: Callable[[], None]
@@ -137,7 +139,9 @@ class ProcessTurn:
     def _leave(self) -> None:
         with self.cond:
             self.users -= 1
-            if self.users == 0 and (self.handing_over or self.files.others_waiting()):
+            if self.users:
+                return
+            if self.handing_over or self.files.others_waiting():
                 self._release()
 
     def _relabel(self, who: str, unit: str, long: bool) -> None:
@@ -160,7 +164,7 @@ class ProcessTurn:
 
     def _watch(self, generation: int) -> None:
         """While this process holds the turn: when another waits, hand over after the units in
-        progress (the last one out releases) or at once when idle."""
+        progress (the last one out releases) or at once when idle; when idle, say so."""
         while True:
             time.sleep(WATCH)
             with self.cond:
@@ -168,6 +172,8 @@ class ProcessTurn:
                     return
                 if self.handing_over:
                     continue
+                if self.users == 0 and self.label and self.label[1]:  # kept open, idle: say so
+                    self._relabel(self.label[0], "", False)
             if self.files.others_waiting():
                 self.hand_back()
 

@@ -80,12 +80,21 @@ def cli_search(data: DataDir, text: str, **env: str) -> subprocess.Popen:
 def test_a_killed_holder_frees_its_turn_at_once(tmp_path, procs):
     url = f"chdb://{tmp_path / 'store'}"
     files = TurnFiles(tmp_path / "store")
-    h = holder(procs, url, "--hold", "600", "--unit", "load shard 00001", "--who", "ingest x")
+    args = ("--hold", "-1", "--idle", "600", "--unit", "load shard 00001", "--who", "ingest x")
+    h = holder(procs, url, *args)
     seen = files.holder()
     assert (seen.pid, seen.who, seen.unit) == (h.pid, "ingest x", "load shard 00001")
     report = status(DataDir(tmp_path))  # never waits for the store: reads its holder file
     assert report["store_holder"]["pid"] == h.pid
     assert f"store:    in use by pid {h.pid} (ingest x; load shard 00001)" in format_status(report)
+    h.stdin.write("done\n")
+    h.stdin.flush()
+    assert h.stdout.readline().strip() == "released"  # its unit is over; it keeps the store open
+    idle = f"in use by pid {h.pid} (ingest x; idle, hands it over when asked)"
+    deadline = time.monotonic() + 60  # its watcher notes that it is idle
+    while idle not in format_status(status(DataDir(tmp_path))):
+        assert time.monotonic() < deadline, format_status(status(DataDir(tmp_path)))
+        time.sleep(0.05)
     h.kill()
     h.wait()
     assert files.info.exists()  # its note outlives it...
