@@ -14,8 +14,8 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 
 from promptlake.settings import Settings, store_url
-from promptlake.storage.store import Store, command_line, open_store
-from promptlake.storage.turn_files import say_on_stderr
+from promptlake.storage.store import Store, open_store
+from promptlake.storage.turn_files import command_line, say_on_stderr
 
 
 @contextlib.contextmanager
