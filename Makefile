@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
-	clean
+	bench-turns clean
 
 install: $(VENV)/.installed
 
@@ -57,3 +57,7 @@ bench-search: install
 # the search page: warm searches over HTTP against a cold CLI search (100k rows, tiny CLIP)
 bench-ui: install
 	$(PY) benchmarks/ui.py $(BENCH_ARGS)
+
+# processes taking turns with the embedded store: open cost, concurrent searches, during a load
+bench-turns: install
+	$(PY) benchmarks/turns.py $(BENCH_ARGS)

@@ -281,11 +281,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from promptlake.settings import get_settings
+    from promptlake.settings import get_settings, store_url
     from promptlake.storage.layout import DataDir
     from promptlake.storage.status import format_status, status
 
-    report = status(DataDir(get_settings(data_dir=args.data_dir).data_dir))
+    settings = get_settings(data_dir=args.data_dir)
+    report = status(DataDir(settings.data_dir), store_url(settings))
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     store_url: str | None = Field(
         None, description="chdb:///path (default <data_dir>/store), clickhouse://… or myscale://…"
     )
+    store_wait: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds to wait for an embedded store held by another process; unset: "
+        "600 in flows, 30 in interactive commands.",
+    )
     hnsw_quantization: str = Field("bf16", pattern="^(f64|f32|f16|bf16|i8|b1)$")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW neighbours per node.")
     hnsw_ef_construction: int = Field(128, ge=8, le=4096)
@@ -165,6 +171,14 @@ class Settings(BaseSettings):
     ui_max_upload_pixels: int = Field(
         40_000_000, gt=0, description="Largest image, in pixels, the search page decodes."
     )
+
+    def store_wait_for(self, *, interactive: bool) -> float:
+        """How long to wait for the embedded store: PROMPTLAKE_STORE_WAIT, else 30 s where a
+        person waits (a command, the search page) and 10 min for flows, which may queue behind
+        another run's index build."""
+        if self.store_wait is not None:
+            return self.store_wait
+        return 30.0 if interactive else 600.0
 
 
 def store_url(settings: Settings) -> str:

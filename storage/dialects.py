@@ -1,4 +1,5 @@
-"""The few places where ClickHouse and MyScale SQL differ: distance, index DDL, index status."""
+"""The few places where ClickHouse and MyScale SQL differ: distance, index DDL, index status.
+Embedded chDB speaks ClickHouse's SQL."""
 
 from __future__ import annotations
 
@@ -75,3 +76,8 @@ class MyScaleDialect(ClickHouseDialect):
             "SELECT name, type, status FROM system.vector_indices "
             "WHERE database = {db:String} AND table = {table:String}"
         )
+
+
+def dialect_for(scheme: str) -> ClickHouseDialect:
+    """The SQL dialect of a store URL's scheme (chdb and clickhouse share one)."""
+    return MyScaleDialect() if scheme == "myscale" else ClickHouseDialect()

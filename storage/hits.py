@@ -69,3 +69,7 @@ def lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict
 class StoreBusy(StoreError):
     """Another process held the embedded store for longer than this one may wait; the message
     names the holder and what to do."""
+
+
+class StoreUnavailable(StoreError):
+    """The embedded store cannot be opened; the message gives the real cause."""

@@ -103,24 +103,26 @@ class DataDir:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it into place only on success."""
+def atomic_path(target: Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place only on success (synced
+    to disk first unless ``durable`` is false: for files that mean nothing after a reboot)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_json(target: Path, data: Any) -> None:
+def write_json(target: Path, data: Any, *, durable: bool = True) -> None:
     """Write ``data`` as JSON to ``target`` atomically."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, durable=durable) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 

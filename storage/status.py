@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import time
 from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from promptlake.storage.layout import DataDir, read_json
@@ -16,6 +18,8 @@ from promptlake.storage.records import (
     PlanManifest,
     ShardStats,
 )
+from promptlake.storage.store import parse_store_url
+from promptlake.storage.turn_files import Holder, TurnFiles
 from promptlake.storage.vectors import current_namespace, namespaces
 
 
@@ -66,9 +70,20 @@ def fetch_notes(done: dict[str, ShardStats]) -> list[str]:
     return notes
 
 
-def status(data: DataDir) -> dict[str, Any]:
-    """A JSON-ready summary of ``data``."""
+def store_holder(data: DataDir, store_url: str | None = None) -> dict[str, Any] | None:
+    """Who holds the embedded store now (from its holder file; a server store: None). Never
+    waits for the store."""
+    u = parse_store_url(store_url or f"chdb://{data.root / 'store'}")
+    holder = TurnFiles(Path(u.path).resolve()).holder() if u.scheme == "chdb" else None
+    mine = holder and holder.pid == os.getpid()  # this very process: it hands over when asked
+    return asdict(holder) if holder and not mine else None
+
+
+def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:
+    """A JSON-ready summary of ``data`` (and of who holds its store, ``store_url`` or the
+    embedded one in the data dir)."""
     out: dict[str, Any] = {"data_dir": str(data.root)}
+    out["store_holder"] = store_holder(data, store_url)
     if data.source_info.exists():
         out["source"] = read_json(data.source_info)
     if not data.manifest.exists():
@@ -86,7 +101,7 @@ def status(data: DataDir) -> dict[str, Any]:
         "rejects_by_reason": plan.rejects_by_reason,
     }
     out["shards"] = len(shards)
-    out["generations"] = [dataclasses.asdict(g) for g in plan.generations]
+    out["generations"] = [asdict(g) for g in plan.generations]
     out["stages"], missing = {}, {}
     for stage in SHARDED_STAGES:
         out["stages"][stage], missing[stage] = stage_status(data, stage, shards)
@@ -94,7 +109,7 @@ def status(data: DataDir) -> dict[str, Any]:
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
     out["resume"] = resume_plan(data, out, missing)
     loaded = Markers(data, "load").all_done().values()
-    # counted from the load markers: reading the store itself would take chDB's one-process lock
+    # counted from the load markers: reading the store would mean waiting for its turn
     out["store"] = {
         "prompts": sum(m.by_status.get("prompts", 0) for m in loaded),
         "images": sum(m.by_status.get("images", 0) for m in loaded),
@@ -171,6 +186,8 @@ def format_resume(plan: dict[str, Any]) -> list[str]:
 def format_status(report: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`status`."""
     lines = [f"data dir: {report['data_dir']}"]
+    if report.get("store_holder"):
+        lines.append(f"store:    in use by {Holder(**report['store_holder']).describe()}")
     if "source" in report:
         src = report["source"]
         lines.append(

@@ -1,23 +1,32 @@
 """The vector store: prompts and images with their CLIP vectors, in ClickHouse-family databases.
 
-Chosen by URL: ``chdb:///path`` (embedded chDB through clickhouse-connect; one process per
-path), ``clickhouse://user:pass@host:port/db`` or ``myscale://…`` (a server). Every value
-reaches SQL as a bound parameter; only identifiers of our own schema are formatted in.
+Chosen by URL: ``chdb:///path`` (embedded chDB through clickhouse-connect), or a server,
+``clickhouse://user:pass@host:port/db`` or ``myscale://…``. An embedded store admits one process
+at a time, so its users take turns (``storage.turns``): every method takes the turn for its own
+call, and ``Store.turn()`` holds it across several (one unit of work). A server takes no turns:
+the same calls go straight to it. Every value reaches SQL as a bound parameter; only identifiers
+of our own schema are formatted in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for
+from promptlake.storage.embedded import open_engine, warm_up
 from promptlake.storage.hits import Filters, Hit, StoreError, lineage
+from promptlake.storage.turn_files import Say, command_line, say_on_stderr
+from promptlake.storage.turns import ProcessTurn, process_turn
 from promptlake.storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
@@ -80,25 +89,79 @@ def parse_store_url(url: str) -> StoreURL:
     )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _in_turn(method: F) -> F:
+    """Run the method inside a turn (joining the caller's when it holds one)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self.turn(method.__name__):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class Store:
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
     def __init__(
-        self, client: Any, dialect: ClickHouseDialect, database: str, embedded: bool = False
+        self,
+        url: str,
+        dialect: ClickHouseDialect,
+        database: str,
+        *,
+        client: Any = None,
+        turn: ProcessTurn | None = None,
     ) -> None:
-        self.client, self.dialect, self.db = client, dialect, database
-        self.embedded = embedded
-        self.url = ""
-        self._schema: tuple[str, int] | None = None
+        self.url, self.dialect, self.db = url, dialect, database
+        self._client, self._turn = client, turn
+        self._schema: tuple[str, int, int] | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self._turn is not None
+
+    @contextlib.contextmanager
+    def turn(
+        self,
+        unit: str = "store",
+        *,
+        who: str | None = None,
+        wait: float = 0.0,
+        long: bool = False,
+        say: Say = say_on_stderr,
+    ) -> Iterator[Store]:
+        """Hold an embedded store for one unit of work, waiting up to ``wait`` seconds for
+        this process's turn (then StoreBusy, naming the holder); ``who`` (default: the command
+        line) and ``unit`` tell waiting processes who holds it and why, ``long`` that it may
+        take minutes. Reentrant and thread-safe. A server store takes no turns."""
+        if self._turn is None:
+            yield self
+            return
+        with self._turn.unit(who=who or command_line(), unit=unit, wait=wait, long=long, say=say):
+            yield self
+
+    @property
+    def client(self) -> Any:
+        """The database client. Embedded: the engine of this process's turn, which outlives a
+        unit of work only until another process waits: use it inside ``turn()``."""
+        if self._turn is None:
+            return self._client
+        with self.turn("client"):
+            return self._turn.client
 
     def table(self, name: str) -> str:
         return f"{self.db}.{name}"
 
+    @_in_turn
     def ensure_schema(self, model: str, dim: int) -> None:
         """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's."""
         if dim < 1:
             raise StoreError(f"vector dimension must be >= 1, got {dim}")
-        if self._schema == (model, dim):
+        opened = self._turn.generation if self._turn else 0
+        if self._schema == (model, dim, opened):
             return  # checked on this connection already: no DDL round trips per shard
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
         self.client.command(
@@ -133,12 +196,14 @@ class Store:
                 [["model", model], ["dim", str(dim)]],
                 column_names=["key", "value"],
             )
-        self._schema = (model, dim)
+        self._schema = (model, dim, opened)
 
+    @_in_turn
     def meta(self) -> dict[str, str]:
         rows = self.client.query(f"SELECT key, value FROM {self.table('meta')} FINAL").result_rows
         return dict(rows)
 
+    @_in_turn
     def load_shard(self, name: str, shard: str, rows: pa.Table) -> int:
         """Replace ``shard``'s rows of table ``name`` with ``rows``: loading twice never
         duplicates (delete, then one Arrow insert)."""
@@ -151,6 +216,7 @@ class Store:
             self.client.insert_arrow(self.table(name), rows)
         return rows.num_rows
 
+    @_in_turn
     def drop_dataset_rows(
         self, name: str, *, keep_shards: list[str], retired: list[tuple[str, str]]
     ) -> int:
@@ -174,10 +240,12 @@ class Store:
                 gone += int(found.result_rows[0][0])
         return gone
 
+    @_in_turn
     def count(self, name: str) -> int:
         self._check_table(name)
         return int(self.client.query(f"SELECT count() FROM {self.table(name)}").result_rows[0][0])
 
+    @_in_turn
     def build_index(self, name: str, dim: int, params: IndexParams) -> list[tuple]:
         """Build the vector index of table ``name`` after the bulk load; return its status."""
         self._check_table(name)
@@ -187,6 +255,7 @@ class Store:
             self.dialect.index_status(), parameters={"db": self.db, "table": name}
         ).result_rows
 
+    @_in_turn
     def search(
         self, name: str, vector: list[float], k: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
@@ -220,6 +289,7 @@ class Store:
         ).result_rows
         return [Hit(*r[:3], float(r[3]), *r[4:8], extra=lineage(*r[7:])) for r in rows]
 
+    @_in_turn
     def log_search(
         self, query: str, target: str, k: int, hits: list[Hit], elapsed_ms: float
     ) -> None:
@@ -231,6 +301,7 @@ class Store:
             column_names=["query", "target", "k", "best_distance", "elapsed_ms"],
         )
 
+    @_in_turn
     def weak_searches(
         self, *, since_hours: float, min_distance: float, limit: int
     ) -> list[tuple[str, float | None, str]]:
@@ -252,10 +323,14 @@ class Store:
             raise StoreError(f"unknown table {name!r}: use prompts or images")
 
     def close(self) -> None:
+        """Give the store back: an embedded one to the next process (after the units in
+        progress in this process), a server's connection closed."""
+        if self._turn is not None:
+            self._turn.hand_back()
+            return
         with _OPEN_LOCK:
-            if _OPEN.get(self.url) is self:
-                del _OPEN[self.url]
-        self.client.close()
+            _OPEN.pop(self.url, None)
+        self._client.close()
 
 
 _OPEN: dict[str, Store] = {}
@@ -263,8 +338,8 @@ _OPEN_LOCK = threading.Lock()
 
 
 def open_store(url: str) -> Store:
-    """The process's store for ``url`` (see the module docstring), opened on first use. chDB
-    runs one embedded server per process, for one path: opening another path closes the first."""
+    """The process's store for ``url`` (see the module docstring). Embedded: a handle that
+    opens the engine when it takes its turn; a server: a connection, opened on first use."""
     import clickhouse_connect
 
     with _OPEN_LOCK:
@@ -272,18 +347,9 @@ def open_store(url: str) -> Store:
             return _OPEN[url]
         u = parse_store_url(url)
         if u.scheme == "chdb":
-            for other in [k for k, v in _OPEN.items() if v.embedded]:
-                _OPEN.pop(other).client.close()
-            Path(u.path).mkdir(parents=True, exist_ok=True)
-            try:
-                client = clickhouse_connect.get_client(interface="chdb", path=u.path)
-            except Exception as exc:
-                raise StoreError(
-                    f"could not open the embedded store at {u.path}: {exc}. chDB allows one "
-                    "process per store: if an ingest is using it, wait for it to finish, or "
-                    "serve the store from ClickHouse (PROMPTLAKE_STORE_URL=clickhouse://…)"
-                ) from exc
-            store = Store(client, ClickHouseDialect(), u.database, embedded=True)
+            path = os.path.realpath(u.path)  # chDB compares engine paths as strings
+            turn = process_turn(path, open_engine, warm_up)
+            store = Store(url, dialect_for(u.scheme), u.database, turn=turn)
         else:
             client = clickhouse_connect.get_client(
                 host=u.host,
@@ -291,8 +357,6 @@ def open_store(url: str) -> Store:
                 username=u.user or "default",
                 password=u.password or "",
             )
-            dialect = MyScaleDialect() if u.scheme == "myscale" else ClickHouseDialect()
-            store = Store(client, dialect, u.database)
-        store.url = url
+            store = Store(url, dialect_for(u.scheme), u.database, client=client)
         _OPEN[url] = store
         return store

@@ -18,11 +18,10 @@ import pyarrow as pa
 from PIL import Image
 from prefect import task
 
-from promptlake.settings import Settings, store_url
+from promptlake.settings import Settings
 from promptlake.storage.layout import DataDir, atomic_path
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
-from promptlake.storage.store import open_store
 from promptlake.storage.vectors import list_column
 from promptlake.tasks.encoder import get_encoder
 from promptlake.tasks.generate import GenerateOptions, Generator, make_generator
@@ -30,6 +29,7 @@ from promptlake.tasks.load import current_namespace
 from promptlake.tasks.phrases import normalize
 from promptlake.tasks.refine import RefineRequest, Variant, refine
 from promptlake.tasks.search import image_vectors
+from promptlake.tasks.turn import store_turn
 
 STAGE = "feedback"
 
@@ -51,18 +51,16 @@ def pick_inputs(
 ) -> list[FeedbackInput]:
     """Given ideas first, then recent weak searches; without those already done; at most
     ``limit``."""
-    store = open_store(store_url(settings))
     ns, model = current_namespace(data, settings)
-    store.ensure_schema(ns, int(model["dim"]))
-    weak = (
-        store.weak_searches(
-            since_hours=settings.feedback_since_hours,
-            min_distance=settings.feedback_min_distance,
-            limit=max(limit * 4, 50),
-        )
-        if searches
-        else []
-    )
+    weak = []
+    if searches:
+        with store_turn(settings, "feedback: weak searches") as store:
+            store.ensure_schema(ns, int(model["dim"]))
+            weak = store.weak_searches(
+                since_hours=settings.feedback_since_hours,
+                min_distance=settings.feedback_min_distance,
+                limit=max(limit * 4, 50),
+            )
     candidates = [FeedbackInput(i.strip(), "idea") for i in ideas if i and i.strip()]
     for query, best, at in weak:
         shown = "none" if best is None else f"{best:.3f}"
@@ -93,17 +91,17 @@ def run_input(
     markers = Markers(data, STAGE)
     if markers.done(inp.key):
         return markers.read(inp.key)
-    start = time.perf_counter()
+    start, shard = time.perf_counter(), f"{STAGE}-{inp.key}"
     gen = feedback_generator(settings) if opts.generate else None  # misconfigured: fail first
-    store, shard = open_store(store_url(settings)), f"{STAGE}-{inp.key}"
     ns, model = current_namespace(data, settings)
-    store.ensure_schema(ns, int(model["dim"]))
-    for table in ("prompts", "images"):  # a retry must not draw on its own earlier rows
-        store.load_shard(table, shard, pa.table({}))
-    result = refine(
+    enc = get_encoder(settings.clip_model, settings.device, settings.precision)  # no turn held
+    with store_turn(settings, f"feedback {inp.key}: clear") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        for table in ("prompts", "images"):  # a retry must not draw on its own earlier rows
+            store.load_shard(table, shard, pa.table({}))
+    result = refine(  # its retrieval is a turn of its own; the LLM answers with no turn held
         RefineRequest(idea=inp.text, n=opts.n, k=opts.k, llm=opts.llm, log=False), data, settings
     )
-    enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     ids = [
         f"fb-{hashlib.sha256((inp.key + v.prompt).encode()).hexdigest()[:16]}"
         for v in result.variants
@@ -113,8 +111,10 @@ def run_input(
     prompts = prompts.append_column(
         "prompt_vector", list_column(enc.encode_text([v.prompt for v in result.variants])[0])
     )
-    store.load_shard("prompts", shard, prompts)
-    store.load_shard("images", shard, _image_rows(prompts, images, enc, settings))
+    image_rows = _image_rows(prompts, images, enc, settings)
+    with store_turn(settings, f"feedback {inp.key}: write") as store:  # the input's rows at once
+        store.load_shard("prompts", shard, prompts)
+        store.load_shard("images", shard, image_rows)
     stats = ShardStats(
         STAGE,
         inp.key,
@@ -198,6 +198,7 @@ def _image_rows(prompts: pa.Table, images: dict, enc, settings: Settings) -> pa.
 def feedback_task(
     inp: FeedbackInput, data_dir: str, settings: Settings, opts: FeedbackOptions
 ) -> ShardStats:
-    """Prefect task: one input (in the flow's process: chDB is single-process)."""
+    """Prefect task: one input (short turns with the store: never during the LLM call, image
+    generation or model loading)."""
     with Markers(DataDir(data_dir), STAGE).recording(inp.key):
         return run_input(inp, DataDir(data_dir), settings, opts)

@@ -6,11 +6,12 @@ import time
 
 from prefect import task
 
-from promptlake.settings import Settings, store_url
+from promptlake.settings import Settings
 from promptlake.storage.dialects import IndexParams
 from promptlake.storage.layout import DataDir, read_json, write_json
-from promptlake.storage.store import TABLES, open_store
+from promptlake.storage.store import TABLES, Store
 from promptlake.tasks.load import current_namespace
+from promptlake.tasks.turn import store_turn
 
 STAGE = "index"
 
@@ -19,27 +20,30 @@ def run(data: DataDir, settings: Settings, *, force: bool = False) -> dict:
     """Build (or confirm) the indexes; skipped while the row counts are those last indexed.
     Searches work before this (exact scan); the index makes them fast."""
     ns, model = current_namespace(data, settings)
-    store = open_store(store_url(settings))
-    store.ensure_schema(ns, int(model["dim"]))
-    counts = {name: store.count(name) for name in TABLES}
     path = data.index_marker
     last = read_json(path) if path.exists() else {}
-    if last.get("counts") == counts and not force:
-        return last
+    with store_turn(settings, "index check") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        if not force and last.get("counts") == {name: store.count(name) for name in TABLES}:
+            return last
     params = IndexParams(settings.hnsw_quantization, settings.hnsw_m, settings.hnsw_ef_construction)
-    report = {"counts": counts, "params": params.__dict__, "tables": {}}
-    for name in TABLES:
-        start = time.perf_counter()
-        status = store.build_index(name, int(model["dim"]), params)
-        report["tables"][name] = {
-            "seconds": round(time.perf_counter() - start, 3),
-            "status": [list(map(str, row)) for row in status],
-        }
+    with store_turn(settings, "index build", long=True) as store:  # the one long hold
+        report = {"counts": {n: store.count(n) for n in TABLES}, "params": params.__dict__}
+        report["tables"] = {name: _build(store, name, int(model["dim"]), params) for name in TABLES}
     write_json(path, report)
     return report
 
 
+def _build(store: Store, name: str, dim: int, params: IndexParams) -> dict:
+    start = time.perf_counter()
+    status = store.build_index(name, dim, params)
+    return {
+        "seconds": round(time.perf_counter() - start, 3),
+        "status": [list(map(str, row)) for row in status],
+    }
+
+
 @task(name=STAGE)
 def index_task(data_dir: str, settings: Settings, force: bool = False) -> dict:
-    """Prefect task: build the vector indexes (in the flow's process, beside the loads)."""
+    """Prefect task: build the vector indexes (one long turn with the store)."""
     return run(DataDir(data_dir), settings, force=force)

@@ -15,12 +15,13 @@ from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.planfiles import read_retired
 from promptlake.storage.records import ShardStats
-from promptlake.storage.store import open_store, redact_url
+from promptlake.storage.store import redact_url
 from promptlake.storage.vectors import list_column, read_vectors
 from promptlake.tasks.embed import embed_markers
 from promptlake.tasks.encoder import describe_model
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
+from promptlake.tasks.turn import store_turn
 
 STAGE = "load"
 
@@ -43,16 +44,16 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
     if not embed_markers(data, ns).done(shard):
         raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")
     start = time.perf_counter()
-    store = open_store(store_url(settings))
-    store.ensure_schema(ns, int(model["dim"]))
-    prompts = _prompt_rows(data, shard, ns)
+    prompts = _prompt_rows(data, shard, ns)  # read before the turn: hold the store briefly
     images = _image_rows(data, shard, ns, prompts)
     retired = read_retired(data, shard)["id"].combine_chunks()
     if len(retired):  # rows a later plan changed or removed: their current copies live elsewhere
         prompts = prompts.filter(pc.invert(pc.is_in(prompts["id"], value_set=retired)))
         images = images.filter(pc.invert(pc.is_in(images["id"], value_set=retired)))
-    store.load_shard("prompts", shard, prompts)
-    store.load_shard("images", shard, images)
+    with store_turn(settings, f"load shard {shard}") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        store.load_shard("prompts", shard, prompts)
+        store.load_shard("images", shard, images)
     stats = ShardStats(
         STAGE,
         shard,
@@ -117,11 +118,11 @@ def reconcile(data: DataDir, settings: Settings, shards: list[str]) -> dict[str,
     done = read_json(marker)["retired_applied"] if marker.exists() else 0
     todo = retired.slice(done)
     pairs = list(zip(todo["shard"].to_pylist(), todo["id"].to_pylist(), strict=True))
-    store = open_store(store_url(settings))
-    out = {
-        name: store.drop_dataset_rows(name, keep_shards=shards, retired=pairs)
-        for name in ("prompts", "images")
-    }
+    with store_turn(settings, "reconcile with the plan") as store:
+        out = {
+            name: store.drop_dataset_rows(name, keep_shards=shards, retired=pairs)
+            for name in ("prompts", "images")
+        }
     removed = todo.filter(pc.equal(todo["reason"], "removed"))["id"].to_pylist()
     out["cache"] = ImageCache.open(data.image_cache, settings.lmdb_map_size).delete(removed)
     write_json(marker, {"retired_applied": retired.num_rows})
@@ -136,6 +137,6 @@ def reconcile_task(data_dir: str, settings: Settings, shards: list[str]) -> dict
 
 @task(name=STAGE)
 def load_task(shard: str, data_dir: str, settings: Settings, *, force: bool = False) -> ShardStats:
-    """Prefect task: load one shard (runs in the flow's process: chDB is single-process)."""
+    """Prefect task: load one shard (one turn with the store)."""
     with Markers(DataDir(data_dir), STAGE).recording(shard):
         return run_shard(shard, DataDir(data_dir), settings, force=force)

@@ -10,16 +10,17 @@ from urllib.parse import urlparse
 import numpy as np
 from prefect import task
 
-from promptlake.settings import Settings, store_url
+from promptlake.settings import Settings
 from promptlake.storage import vectors
 from promptlake.storage.layout import DataDir
-from promptlake.storage.store import TABLES, Filters, Hit, StoreError, open_store
+from promptlake.storage.store import TABLES, Filters, Hit, StoreError
 from promptlake.storage.vectors import ModelMismatch
 from promptlake.tasks.encoder import ClipEncoder, get_encoder
 from promptlake.tasks.fetcher import Fetcher
 from promptlake.tasks.imaging import process_image
 from promptlake.tasks.load import current_namespace
 from promptlake.tasks.metadata import ImageMeta, read_metadata
+from promptlake.tasks.turn import store_turn
 
 
 @dataclass
@@ -134,14 +135,14 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
             f"the store holds vectors of {model['model']} ({ns}), not of "
             f"{settings.clip_model}: search with --model {model['model']}"
         )
-    store = open_store(store_url(settings))
-    store.ensure_schema(ns, int(model["dim"]))
     start = time.perf_counter()
-    hits = store.search(req.target, query_vector(req, enc, settings), req.k, req.filters)
-    if not req.log:
-        return hits
-    label = req.text or f"image:{req.image}"
-    store.log_search(label, req.target, req.k, hits, (time.perf_counter() - start) * 1000)
+    vector = query_vector(req, enc, settings)  # the model's work, before taking the store
+    with store_turn(settings, "search") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        hits = store.search(req.target, vector, req.k, req.filters)
+        if req.log:
+            label = req.text or f"image:{req.image}"
+            store.log_search(label, req.target, req.k, hits, (time.perf_counter() - start) * 1000)
     return hits
 
 

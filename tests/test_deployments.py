@@ -2,6 +2,7 @@
 run_deployment as the UI does, a failed run retried from the API rerunning only its failed shard,
 the feedback schedule, and prefect.yaml's entrypoints."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from promptlake.storage.markers import Markers
 from promptlake.storage.records import PlanManifest
 from promptlake.storage.status import status
 from promptlake.storage.store import open_store
-from tests.conftest import write_csv
+from tests.conftest import artifacts_of, write_csv
 from tests.fault_server import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -134,7 +135,29 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     assert report["store"] == {"prompts": 10, "images": 10}
     assert report["resume"]["nothing_to_do"]
     store = open_store(store_url(Settings(data_dir=data.root)))
-    assert (store.count("prompts"), store.count("images")) == (10, 10)  # no duplicates
+    with store.turn("test check", wait=120):  # the run's process may not have exited yet
+        assert (store.count("prompts"), store.count("images")) == (10, 10)  # no duplicates
+
+    # three searches started from the UI at once: each waits for its turn, none fails
+    prompts = ["prompt 1", "prompt 4", "prompt 7"]
+    runs = [
+        run_deployment(
+            "search/search",
+            parameters={"params": {"text": p, "data_dir": str(data.root), "k": 3}},
+            timeout=0,
+        )
+        for p in prompts
+    ]
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            deadline = time.time() + 300
+            while not (state := client.read_flow_run(run.id).state).is_final():
+                assert time.time() < deadline, served.read_text()[-3000:]
+                time.sleep(1)
+            assert state.is_completed(), (state.message, served.read_text()[-3000:])
+    for p, run in zip(prompts, runs, strict=True):
+        (table,) = [a.data for a in artifacts_of(run.id) if a.key == "search-results-table"]
+        assert (json.loads(table) if isinstance(table, str) else table)[0]["prompt"] == p
 
 
 def test_unset_parameters_resolve_from_the_serving_environment(tmp_path, served):

@@ -2,18 +2,25 @@
 PROMPTLAKE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:port/db)."""
 
 import os
+import shutil
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from subprocess import PIPE
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from promptlake.storage.dialects import IndexParams, MyScaleDialect
+from promptlake.storage.hits import StoreUnavailable
 from promptlake.storage.store import Filters, StoreError, open_store, parse_store_url
 from promptlake.storage.vectors import ModelMismatch
 
 DIM = 16
 SERVER = os.environ.get("PROMPTLAKE_TEST_CLICKHOUSE_URL")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["chdb", "clickhouse"])
@@ -150,22 +157,67 @@ def test_myscale_sql_text():
         MyScaleDialect("HNSWFLAT")
 
 
-def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def _open_error(url: str) -> str:
+    store = open_store(url)
+    with pytest.raises(StoreUnavailable) as err, store.turn("open", wait=0):
+        pytest.fail("opened a store that cannot be opened")
+    return str(err.value)
 
-    url = f"chdb://{tmp_path / 'held'}"
-    code = (
-        f"from promptlake.storage.store import open_store; import time; open_store({url!r})"
-        ".ensure_schema('m', 4); print('held', flush=True); time.sleep(60)"
-    )
-    root = Path(__file__).resolve().parents[1]
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE)
+
+def test_a_store_held_outside_the_turns_names_its_holder(tmp_path):
+    """A chDB program that does not take promptlake's turns (or an older promptlake)."""
+    path = tmp_path / "held"
+    code = f"import chdb, time; c = chdb.connect({str(path)!r}); print('held', flush=True); "
+    holder = subprocess.Popen([sys.executable, "-c", code + "time.sleep(120)"], stdout=PIPE)
     try:
         assert holder.stdout.readline().strip() == b"held"
-        with pytest.raises(StoreError, match="one process per store"):
-            open_store(url)
+        text = _open_error(f"chdb://{path}")
+        assert f"is held by pid {holder.pid} ({sys.executable} -c import chdb" in text
+        assert "does not take promptlake's turns" in text and "clickhouse://" in text
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_store_path_that_is_a_file(tmp_path):
+    (tmp_path / "store").write_text("not a store")
+    assert "is a file, not a directory" in _open_error(f"chdb://{tmp_path / 'store'}")
+
+
+def test_a_store_from_another_chdb_version(tmp_path):
+    path = tmp_path / "store"
+    store = open_store(f"chdb://{path}")
+    store.ensure_schema("test-model@1", DIM)
+    store.close()
+    # what a newer chDB leaves behind: a table setting this one does not know
+    (meta,) = path.glob("store/*/*/meta.sql")
+    meta.write_text(meta.read_text().replace("SETTINGS ", "SETTINGS a_setting_of_chdb_99 = 1, "))
+    text = _open_error(f"chdb://{path}")
+    assert "cannot read the store" in text and "a_setting_of_chdb_99" in text
+    assert "written by another chDB version" in text
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and not shutil.which("unshare"), reason="root ignores permissions"
+)
+def test_a_store_this_user_may_not_write(tmp_path):
+    path = tmp_path / "store"
+    store = open_store(f"chdb://{path}")
+    store.ensure_schema("test-model@1", DIM)
+    store.close()
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    code = (
+        "from promptlake.storage.store import open_store\n"
+        f"with open_store({f'chdb://{path}'!r}).turn('x', wait=0): pass"
+    )
+    # root ignores permissions; in a user namespace of its own it is an ordinary user
+    prefix = ["unshare", "--user"] if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    )
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    assert done.returncode == 1
+    assert "StoreUnavailable: permission denied for the store" in done.stderr
+    assert "Permission denied" in done.stderr

@@ -1,0 +1,50 @@
+"""The store's turn as the stages take it. One place says who this process is (its Prefect
+flow run, or its command line), how long it waits (``Settings.store_wait_for``: flows wait
+longer than commands a person waits for) and where its waiting lines go (the run's log, or
+stderr)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
+
+from promptlake.settings import Settings, store_url
+from promptlake.storage.store import Store, open_store
+from promptlake.storage.turn_files import command_line, say_on_stderr
+
+
+@contextlib.contextmanager
+def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator[Store]:
+    """Hold the configured store for one unit of work (``unit`` names it for those waiting;
+    ``long``: it may take minutes). Load models and read files before, not inside."""
+    run_id = flow_run.get_id()
+    store = open_store(store_url(settings))
+    with store.turn(
+        unit,
+        who=_run_name(run_id) if run_id else command_line(),
+        wait=settings.store_wait_for(interactive=run_id is None),
+        long=long,
+        say=_say,
+    ):
+        yield store
+
+
+@functools.lru_cache(maxsize=64)
+def _run_name(run_id: str) -> str:
+    """``flow run 'name' (flow)``; outside a flow's own context this asks the API, once."""
+    try:
+        return f"flow run {flow_run.get_name()!r} ({flow_run.get_flow_name()})"
+    except Exception:  # the API is unreachable: the id still says which run
+        return f"flow run {run_id}"
+
+
+def _say(line: str) -> None:
+    try:
+        get_run_logger().warning(line)
+    except MissingContextError:
+        say_on_stderr(line)
