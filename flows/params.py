@@ -167,12 +167,23 @@ class QueryParams(FlowParams):
     min_width: int | None = Field(None, ge=0, description="Only images at least this wide.")
     min_height: int | None = Field(None, ge=0, description="Only images at least this tall.")
     origin: str | None = Field(None, description="Only rows of this origin: dataset, feedback.")
+    model_name: str | None = Field(
+        None, description="Only images made with a model whose name contains this (e.g. xl)."
+    )
+    tool: str | None = Field(None, description="Only images made with this tool (comfyui, …).")
     data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
     clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
     store_url: str | None = setting("store_url", "Store URL; default: <data_dir>/store.")
 
     def filters(self) -> Filters:
-        return Filters(self.source_site, self.min_width, self.min_height, self.origin)
+        return Filters(
+            self.source_site,
+            self.min_width,
+            self.min_height,
+            self.origin,
+            model_name=self.model_name,
+            tool=self.tool,
+        )
 
 
 class SearchParams(QueryParams):

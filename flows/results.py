@@ -70,6 +70,9 @@ def hits_markdown(hits: list[Hit], thumbs: dict[str, Thumb] | None = None) -> li
     for rank, h in enumerate(hits, 1):
         site = md_text(h.source_site or h.origin, SITE_CHARS)
         match = f"{max(h.distance, 0.0):.4f}<br>{short_id(h.id)}<br>{site}"
+        made = " ".join(x for x in (h.tool, h.model_name) if x)
+        if made:  # how the image was made, when the source says
+            match += f"<br>{md_text(made, SITE_CHARS)}"
         picture = thumbnail(h, thumbs.get(h.id))
         out.append(f"| {rank} | {picture} | {wrap_cell(h.prompt)} | {match} |")
     return out
@@ -84,6 +87,7 @@ def hits_rows(hits: list[Hit]) -> list[dict]:
             "id": cut(h.id, ID_CHARS),
             "prompt": cut(h.prompt, PROMPT_CHARS),
             "site": cut(h.source_site or h.origin, SITE_CHARS),
+            "model": cut(h.model_name, SITE_CHARS),
             "size": f"{h.width}x{h.height}",
         }
         for rank, h in enumerate(hits, 1)

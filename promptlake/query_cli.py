@@ -14,6 +14,10 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-width", type=int, help="only images at least this wide")
     p.add_argument("--min-height", type=int, help="only images at least this tall")
     p.add_argument("--origin", help="only rows of this origin (dataset, feedback)")
+    p.add_argument(
+        "--model-name", help="only images made with a model whose name contains this (e.g. xl)"
+    )
+    p.add_argument("--tool", help="only images made with this tool (a1111, comfyui, …)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--model", help="CLIP model (default: the one the store was built with)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -51,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _params(cls, args: argparse.Namespace, **fields):
     """The flow's parameter model from the flags: the CLI resolves settings like a flow run."""
-    common = ("image", "source_site", "min_width", "min_height", "origin", "data_dir")
+    common = ("image", "source_site", "min_width", "min_height", "origin", "data_dir", "tool")
+    common += ("model_name",)
     return cls(clip_model=args.model, **{k: getattr(args, k) for k in common}, **fields)
 
 
@@ -70,7 +75,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no hits")
     for rank, h in enumerate(hits, 1):
         if h.origin.startswith("metadata:"):
-            print(format_exact(h.prompt, h.extra, h.origin.removeprefix("metadata:")))
+            print(format_exact(h.prompt, asdict(h), h.origin.removeprefix("metadata:")))
             continue
         print(
             f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
@@ -78,6 +83,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"     {h.prompt[:160]}")
         if h.url:
             print(f"     {h.url}")
+        made = [
+            f"model {h.model_name}" if h.model_name else "",
+            h.tool,
+            h.negative_prompt and f"negative: {h.negative_prompt[:100]}",
+        ]
+        if any(made):
+            print("     " + "; ".join(m for m in made if m))
         if h.extra.get("trigger"):
             parents = ", ".join(h.extra.get("parent_ids", [])) or "none"
             print(f"     lineage: {h.extra['trigger'][:120]}; drawn from {parents}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,41 +23,81 @@ class Hit:
     width: int = 0
     height: int = 0
     origin: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # how the image was made, when the source says: its generator's own words
+    negative_prompt: str = ""
+    model_name: str = ""
+    tool: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # lineage; the source's other columns
+
+
+# the store's columns a hit is read from, in the order ``hit_from_row`` takes them
+HIT_COLUMNS = (
+    "id, prompt, url, {distance} AS distance, source_site, width, height, origin, "
+    "negative_prompt, model_name, tool, settings, extra, parent_ids, trigger, "
+    "toString(created_at)"
+)
+
+
+def hit_from_row(row: tuple) -> Hit:
+    """A hit from a row selected with ``HIT_COLUMNS``."""
+    rid, prompt, url, distance, site, width, height, origin = row[:8]
+    negative, model, tool, settings, columns = row[8:13]
+    extra = lineage(origin, *row[13:16])
+    if columns and columns != "{}":
+        extra["columns"] = _object(columns)
+    return Hit(
+        rid, prompt, url, float(distance), site, width, height, origin,
+        negative, model, tool, _object(settings), extra,
+    )  # fmt: skip
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {"text": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+# filter name → SQL (its value always a bound parameter)
+_FILTERS = {
+    "source_site": "source_site = {source_site:String}",
+    "origin": "origin = {origin:String}",
+    "min_width": "width >= {min_width:UInt32}",
+    "min_height": "height >= {min_height:UInt32}",
+    "model_name": "positionCaseInsensitiveUTF8(model_name, {model_name:String}) > 0",
+    "tool": "tool = {tool:String}",
+}
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Search filters; each becomes a bound parameter."""
+    """Search filters; each becomes a bound parameter. ``model_name`` matches every model whose
+    name contains it, ignoring case ("xl" finds "sd_xl_base_1.0" and "SDXL-Turbo")."""
 
     source_site: str | None = None
     min_width: int | None = None
     min_height: int | None = None
     origin: str | None = None
+    model_name: str | None = None
+    tool: str | None = None
 
     def sql(self) -> tuple[str, dict[str, Any]]:
         clauses, params = [], {}
-        for name, op, typ in (
-            ("source_site", "=", "String"),
-            ("origin", "=", "String"),
-            ("min_width", ">=", "UInt32"),
-            ("min_height", ">=", "UInt32"),
-        ):
+        for name, clause in _FILTERS.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            if typ == "UInt32" and (not isinstance(value, int) or value < 0):
+            if name.startswith("min_") and (not isinstance(value, int) or value < 0):
                 raise StoreError(f"{name} must be a whole number >= 0, got {value!r}")
-            column = name.removeprefix("min_")
-            clauses.append(f"{column} {op} {{{name}:{typ}}}")
+            clauses.append(clause)
             params[name] = value
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     @property
     def active(self) -> bool:
-        return any(
-            v is not None for v in (self.source_site, self.min_width, self.min_height, self.origin)
-        )
+        return any(getattr(self, name) is not None for name in _FILTERS)
 
 
 def lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict[str, Any]:
@@ -64,6 +105,19 @@ def lineage(origin: str, parents: list[str], trigger: str, created: str) -> dict
     if origin == "dataset":
         return {}
     return {"parent_ids": list(parents), "trigger": trigger, "created_at": created}
+
+
+@dataclass(frozen=True)
+class LoggedSearch:
+    """One search as the searches log keeps it: what was asked (a text, or an image's path or
+    URL), with what (``text``, ``image`` or ``text+image``), and how well the store served it."""
+
+    query: str
+    kind: str
+    target: str
+    k: int
+    best_distance: float | None
+    elapsed_ms: float
 
 
 class StoreBusy(StoreError):

@@ -24,7 +24,14 @@ import pyarrow as pa
 
 from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.embedded import open_engine, warm_up
-from promptlake.storage.hits import Filters, Hit, StoreError, lineage
+from promptlake.storage.hits import (
+    HIT_COLUMNS,
+    Filters,
+    Hit,
+    LoggedSearch,
+    StoreError,
+    hit_from_row,
+)
 from promptlake.storage.turn_files import Say, command_line, say_on_stderr
 from promptlake.storage.turns import ProcessTurn, process_turn
 from promptlake.storage.vectors import ModelMismatch
@@ -36,6 +43,16 @@ _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
     model LowCardinality(String),
     created_at DateTime64(3) DEFAULT now64(3)"""
+# columns added after stores were first made: created by ALTER where missing (an old store keeps
+# its rows; what it never knew reads as the default)
+_ADDED = (
+    ("trigger", "String DEFAULT ''", "parent_ids"),
+    ("negative_prompt", "String DEFAULT ''", "source_site"),
+    ("model_name", "LowCardinality(String) DEFAULT ''", "negative_prompt"),
+    ("tool", "LowCardinality(String) DEFAULT ''", "model_name"),
+    ("settings", "String DEFAULT '{}'", "tool"),
+    ("extra", "String DEFAULT '{}'", "settings"),
+)
 
 
 @dataclass(frozen=True)
@@ -181,14 +198,20 @@ class Store:
                 f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
                 "ENGINE = MergeTree ORDER BY (source_site, origin, id)"
             )
-            self.client.command(  # stores made before lineage had a trigger column
-                f"ALTER TABLE {self.table(name)} ADD COLUMN IF NOT EXISTS trigger String "
-                "DEFAULT '' AFTER parent_ids"
-            )
+            for column_name, spec, after in _ADDED:
+                self.client.command(
+                    f"ALTER TABLE {self.table(name)} ADD COLUMN IF NOT EXISTS {column_name} "
+                    f"{spec} AFTER {after}"
+                )
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.table('searches')} (query String, "
             "target LowCardinality(String), k UInt32, best_distance Nullable(Float32), "
             "elapsed_ms Float32, at DateTime64(3) DEFAULT now64(3)) ENGINE = MergeTree ORDER BY at"
+        )
+        self.client.command(  # what was searched with; older logs marked images in the query
+            f"ALTER TABLE {self.table('searches')} ADD COLUMN IF NOT EXISTS kind "
+            "LowCardinality(String) DEFAULT if(startsWith(query, 'image:'), 'image', 'text') "
+            "AFTER query"
         )
         if not have:
             self.client.insert(
@@ -280,25 +303,22 @@ class Store:
         else:
             settings = self.dialect.filtered_search_settings(8) if filters.active else ""
         sql = (
-            f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin, "
-            "parent_ids, trigger, toString(created_at) "
+            f"SELECT {HIT_COLUMNS.format(distance=dist)} "
             f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}{settings}"
         )
         rows = self.client.query(
             sql, parameters={**params, "q": list(map(float, vector)), "k": k}
         ).result_rows
-        return [Hit(*r[:3], float(r[3]), *r[4:8], extra=lineage(*r[7:])) for r in rows]
+        return [hit_from_row(r) for r in rows]
 
     @_in_turn
-    def log_search(
-        self, query: str, target: str, k: int, hits: list[Hit], elapsed_ms: float
-    ) -> None:
+    def log_search(self, search: LoggedSearch) -> None:
         """Remember a search (the feedback flow looks for poorly served ones)."""
-        best = hits[0].distance if hits else None
+        s = search
         self.client.insert(
             self.table("searches"),
-            [[query[:2000], target, k, best, elapsed_ms]],
-            column_names=["query", "target", "k", "best_distance", "elapsed_ms"],
+            [[s.query[:2000], s.kind, s.target, s.k, s.best_distance, s.elapsed_ms]],
+            column_names=["query", "kind", "target", "k", "best_distance", "elapsed_ms"],
         )
 
     @_in_turn
@@ -309,8 +329,7 @@ class Store:
         ``min_distance`` away, or nothing): (query, best distance, last time), newest first."""
         rows = self.client.query(
             f"SELECT query, min(best_distance) AS best, toString(max(at)) AS last "
-            f"FROM {self.table('searches')} WHERE target = 'prompts' "
-            "AND NOT startsWith(query, 'image:') "
+            f"FROM {self.table('searches')} WHERE target = 'prompts' AND kind = 'text' "
             "AND at >= now64(3) - toIntervalSecond({secs:UInt64}) "
             "GROUP BY query HAVING best IS NULL OR best >= {d:Float64} "
             "ORDER BY last DESC, query LIMIT {n:UInt32}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from promptlake.storage.vectors import list_column
 from promptlake.tasks.encoder import get_encoder
 from promptlake.tasks.generate import GenerateOptions, Generator, make_generator
 from promptlake.tasks.load import current_namespace
+from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.phrases import normalize
 from promptlake.tasks.refine import RefineRequest, Variant, refine
 from promptlake.tasks.search import image_vectors
@@ -168,7 +170,16 @@ def _rows(
     ns: str,
 ) -> pa.Table:
     sizes = {rid: Image.open(io.BytesIO(png)).size for rid, (_, png) in images.items()}
+    made = {rid: read_metadata(png) for rid, (_, png) in images.items()}  # the generator's words
     n = len(ids)
+
+    def said(rid: str, what: str, empty: str = "") -> str:
+        meta = made.get(rid)
+        value = getattr(meta, what) if meta else None
+        if isinstance(value, dict):
+            return json.dumps(value, sort_keys=True, ensure_ascii=False)
+        return value or empty
+
     return pa.table(
         {
             "id": ids,
@@ -177,6 +188,10 @@ def _rows(
             "width": pa.array([sizes.get(i, (0, 0))[0] for i in ids], pa.uint32()),
             "height": pa.array([sizes.get(i, (0, 0))[1] for i in ids], pa.uint32()),
             "source_site": ["feedback"] * n,
+            "negative_prompt": [said(i, "negative_prompt") for i in ids],
+            "model_name": [said(i, "model_name") for i in ids],
+            "tool": [said(i, "tool") for i in ids],
+            "settings": [said(i, "settings", "{}") for i in ids],
             "origin": ["feedback"] * n,
             "parent_ids": [v.drawn_from for v in variants],
             "trigger": [f"{inp.trigger}: {inp.text}"[:2000]] * n,

@@ -13,7 +13,7 @@ from promptlake.storage import vectors
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.markers import Markers
-from promptlake.storage.planfiles import read_retired
+from promptlake.storage.planfiles import GENERATION_COLUMNS, read_retired
 from promptlake.storage.records import ShardStats
 from promptlake.storage.store import redact_url
 from promptlake.storage.vectors import list_column, read_vectors
@@ -81,6 +81,7 @@ def _prompt_rows(data: DataDir, shard: str, ns: str) -> pa.Table:
             "width": rows["width"].cast(pa.uint32()),
             "height": rows["height"].cast(pa.uint32()),
             "source_site": rows["source_site"],
+            **{c: rows[c] for c in GENERATION_COLUMNS},
             "origin": pa.array(["dataset"] * n),
             "shard": pa.array([shard] * n),
             "model": pa.array([ns] * n),
@@ -95,9 +96,8 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
     size = {i: (w or 0, h or 0) for i, w, h in zip(*status.values(), strict=True)}
     index = {rid: k for k, rid in enumerate(prompts["id"].to_pylist())}
     picked = prompts.take(pa.array([index[i] for i in ids], pa.int64()))
-    columns = {
-        c: picked[c] for c in ("id", "prompt", "url", "source_site", "origin", "shard", "model")
-    }
+    kept = ("id", "prompt", "url", "source_site", *GENERATION_COLUMNS, "origin", "shard", "model")
+    columns = {c: picked[c] for c in kept}
     return pa.table(
         {
             **columns,

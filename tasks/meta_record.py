@@ -62,9 +62,6 @@ class ImageMeta:
     def as_hit(self, source: str) -> Hit:
         """The exact prompt as a search hit (distance 0, origin ``metadata:<tool>``)."""
         extra = {
-            "negative_prompt": self.negative_prompt,
-            "settings": self.settings,
-            "model_name": self.model_name,
             "seed": self.seed,
             "steps": self.steps,
             "sampler": self.sampler,
@@ -73,7 +70,18 @@ class ImageMeta:
             "height": self.height,
             "prompts": [list(p) for p in self.prompts],
         }
-        return Hit("", self.prompt, source, 0.0, origin=f"metadata:{self.tool}", extra=extra)
+        return Hit(
+            "",
+            self.prompt,
+            source,
+            0.0,
+            origin=f"metadata:{self.tool}",
+            negative_prompt=self.negative_prompt,
+            model_name=self.model_name,
+            tool=self.tool,
+            settings=self.settings,
+            extra=extra,
+        )
 
 
 def as_int(value: Any) -> int | None:

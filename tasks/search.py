@@ -12,6 +12,7 @@ from prefect import task
 
 from promptlake.settings import Settings
 from promptlake.storage import vectors
+from promptlake.storage.hits import LoggedSearch
 from promptlake.storage.layout import DataDir
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
 from promptlake.storage.vectors import ModelMismatch
@@ -40,6 +41,13 @@ class SearchRequest:
         if self.image_body is None:
             self.image_body = read_image(self.image, settings)
         return self.image_body
+
+    def logged(self, hits: list[Hit], elapsed_ms: float) -> LoggedSearch:
+        """This search as the searches log keeps it."""
+        text = self.text.strip() if self.text else ""
+        kind = "text+image" if text and self.image else ("text" if text else "image")
+        best = hits[0].distance if hits else None
+        return LoggedSearch(text or str(self.image), kind, self.target, self.k, best, elapsed_ms)
 
     def validate(self) -> None:
         if not (self.text and self.text.strip()) and not self.image:
@@ -141,8 +149,7 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
         store.ensure_schema(ns, int(model["dim"]))
         hits = store.search(req.target, vector, req.k, req.filters)
         if req.log:
-            label = req.text or f"image:{req.image}"
-            store.log_search(label, req.target, req.k, hits, (time.perf_counter() - start) * 1000)
+            store.log_search(req.logged(hits, (time.perf_counter() - start) * 1000))
     return hits
 
 

@@ -49,7 +49,7 @@ def fast_settings(tmp_path: Path) -> Settings:
     """Short timeouts and backoff so fault cases finish quickly."""
     return Settings(
         data_dir=tmp_path / "data",
-        read_timeout=0.5,
+        read_timeout=1.0,  # the slow route takes 2 s; a busy machine needs the margin
         connect_timeout=1.0,
         backoff_base=0.01,
         backoff_max=1.5,

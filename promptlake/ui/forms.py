@@ -46,6 +46,8 @@ class Query(BaseModel):
     min_width: int | None = Field(None, ge=0, le=1_000_000)
     min_height: int | None = Field(None, ge=0, le=1_000_000)
     origin: str | None = Field(None, max_length=200)
+    model_name: str | None = Field(None, max_length=200)
+    tool: str | None = Field(None, max_length=50)
 
     @classmethod
     def parse(cls, fields: dict[str, Any], settings: Settings):
@@ -61,7 +63,14 @@ class Query(BaseModel):
         return {}
 
     def filters(self) -> Filters:
-        return Filters(self.source_site, self.min_width, self.min_height, self.origin)
+        return Filters(
+            self.source_site,
+            self.min_width,
+            self.min_height,
+            self.origin,
+            model_name=self.model_name,
+            tool=self.tool,
+        )
 
 
 class SearchQuery(Query):
@@ -176,6 +185,10 @@ def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
         "height": hit.height,
         "source_site": hit.source_site,
         "origin": hit.origin,
+        "negative_prompt": hit.negative_prompt,
+        "model_name": hit.model_name,
+        "tool": hit.tool,
+        "settings": hit.settings,
         "thumbnail": page_image_url("", hit.id) if hit.id in cached else None,
         "extra": jsonable_encoder(hit.extra),
     }

@@ -208,6 +208,8 @@ function showDetail(hit) {
     ["id", hit.id], ["similarity", (1 - hit.distance).toFixed(4)],
     ["source site", hit.source_site], ["origin", hit.origin],
     ["size", hit.width ? `${hit.width}×${hit.height}` : ""], ["url", hit.url],
+    ["negative prompt", hit.negative_prompt], ["model", hit.model_name], ["tool", hit.tool],
+    ...Object.entries(hit.settings || {}),
     ...Object.entries(extra).filter(([k]) => !LINEAGE.includes(k)),
   ]);
   const parents = extra.parent_ids || [];
