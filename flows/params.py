@@ -9,7 +9,7 @@ live in ``Settings`` only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -109,7 +109,7 @@ class IngestParams(FlowParams):
     clip_model: str | None = setting("clip_model", "CLIP hub name or local directory.")
     device: str | None = setting("device", "auto, cpu, cuda, cuda:N or mps.")
     store_url: str | None = setting(
-        "store_url", "chdb:///path (default: <data_dir>/store), clickhouse://… or myscale://…"
+        "store_url", "chdb:///path (default: the store in the data dir), clickhouse://… or myscale://…"
     )
     fetch_workers: int | None = setting("fetch_workers", "HTTP threads per shard.", ge=1, le=512)
     allow_file_urls: bool | None = setting("allow_file_urls", "Allow file:// image URLs.")
@@ -157,8 +157,18 @@ class IngestParams(FlowParams):
         return STAGES.index(stage) <= STAGES.index(self.until)
 
 
+def _main_first(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The form shows the model's main field (a search's text, a refine's idea) first."""
+    main = getattr(model, "MAIN", None)
+    props = schema.get("properties", {})
+    if main in props:
+        schema["properties"] = {main: props[main]} | {k: v for k, v in props.items() if k != main}
+
+
 class QueryParams(FlowParams):
     """Where to search and which rows qualify (shared by search and refine)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_main_first)
 
     image: str | None = Field(
         None, description="An image path or http(s) URL (reverse search / image query)."
@@ -173,7 +183,7 @@ class QueryParams(FlowParams):
     tool: str | None = Field(None, description="Only images made with this tool (comfyui, …).")
     data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
     clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
-    store_url: str | None = setting("store_url", "Store URL; default: <data_dir>/store.")
+    store_url: str | None = setting("store_url", "Store URL; default: the store in the data dir.")
 
     def filters(self) -> Filters:
         return Filters(
@@ -189,6 +199,8 @@ class QueryParams(FlowParams):
 class SearchParams(QueryParams):
     """A search: a text and/or an image in, nearest prompts or images out."""
 
+    MAIN: ClassVar[str] = "text"
+
     text: str | None = Field(None, description="What to look for.", examples=["a cat on a sofa"])
     target: Literal["prompts", "images"] = Field("prompts", description="What to return.")
     k: int | None = setting("search_k", "How many hits.", ge=1, le=1000)
@@ -199,6 +211,8 @@ class SearchParams(QueryParams):
 
 class RefineParams(QueryParams):
     """A refine: a rough idea (and/or an image) in, better prompts drawn from neighbours out."""
+
+    MAIN: ClassVar[str] = "idea"
 
     idea: str = Field("", description="A rough idea.", examples=["a cat sleeping on the sofa"])
     n: int | None = setting("refine_n", "Variants to write.", ge=1, le=20)
@@ -226,7 +240,7 @@ class FeedbackParams(FlowParams):
         False, description="Generate an image per variant with PROMPTLAKE_GENERATOR."
     )
     clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
-    store_url: str | None = setting("store_url", "Store URL; default: <data_dir>/store.")
+    store_url: str | None = setting("store_url", "Store URL; default: the store in the data dir.")
 
 
 class ResumeParams(FlowParams):

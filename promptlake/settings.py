@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     )
     # store
     store_url: str | None = Field(
-        None, description="chdb:///path (default <data_dir>/store), clickhouse://… or myscale://…"
+        None, description="chdb:///path (default: DATA_DIR/store), clickhouse://… or myscale://…"
     )
     store_wait: float | None = Field(
         None,
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     generator: str | None = Field(
         None,
         description="Image generator for feedback: a1111+http://host:7860 or "
-        "diffusers:<model>; none: no images.",
+        "diffusers:MODEL; none: no images.",
     )
     generator_steps: int = Field(20, ge=1, le=200)
     generator_width: int = Field(512, ge=64, le=2048)

@@ -1,6 +1,8 @@
 """Flow parameters: unset means the running process's settings; forms a person can fill; no
 password travels in parameters, state files, markers or logs."""
 
+import json
+
 import pytest
 from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
@@ -97,3 +99,21 @@ def test_a_store_password_from_the_environment_is_never_written(
             LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
         )
     assert logs and not [log.message for log in logs if SECRET in log.message]
+
+
+def test_forms_lead_with_their_main_field_and_descriptions_survive_html():
+    from promptlake.flows.feedback import feedback_flow
+    from promptlake.flows.ingest import resume
+    from promptlake.flows.refine import refine_flow
+    from promptlake.flows.search import search_flow
+
+    flows = {search_flow: "text", refine_flow: "idea", ingest: "source"}
+    for flow_fn, main_field in flows.items():
+        defs = parameter_schema(flow_fn.fn).model_dump()["definitions"]
+        (model,) = (d for name, d in defs.items() if name.endswith("Params"))
+        assert next(iter(model["properties"])) == main_field, flow_fn.name
+    for flow_fn in (*flows, feedback_flow, resume):
+        text = json.dumps(parameter_schema(flow_fn.fn).model_dump())
+        assert "<" not in text, flow_fn.name  # the UI renders descriptions as HTML
+    required = parameter_schema(ingest.fn).model_dump()["definitions"]["IngestParams"]
+    assert required["required"] == ["source"]
