@@ -14,6 +14,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# the test server is SQLite on a small machine: under many processes at once it answers 503 for a
+# moment, which Prefect's client retries (5 times by default)
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "12")
 
 import pytest
 
