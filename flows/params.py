@@ -109,7 +109,8 @@ class IngestParams(FlowParams):
     clip_model: str | None = setting("clip_model", "CLIP hub name or local directory.")
     device: str | None = setting("device", "auto, cpu, cuda, cuda:N or mps.")
     store_url: str | None = setting(
-        "store_url", "chdb:///path (default: the store in the data dir), clickhouse://… or myscale://…"
+        "store_url",
+        "chdb:///path (default: the store in the data dir), clickhouse://… or myscale://…",
     )
     fetch_workers: int | None = setting("fetch_workers", "HTTP threads per shard.", ge=1, le=512)
     allow_file_urls: bool | None = setting("allow_file_urls", "Allow file:// image URLs.")

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="Distinct URLs of one host failing to connect in a row (timeouts, refused, "
         "resets) before that host is marked down for the run.",
     )
+    host_quiet_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a host must have been silent (no reply at all) before failures "
+        "mark it down: a live host that stalls for a moment is not a dead one.",
+    )
     host_probe_seconds: float = Field(
         30.0, gt=0, description="How often a host marked down gets one trial request."
     )

@@ -56,10 +56,12 @@ class _Failure(Exception):
         retry: bool = False,
         wait: float | None = None,
         unreachable: bool = False,
+        refused: bool = False,
     ) -> None:
         super().__init__(error)
         self.status, self.error, self.http_status = status, error[:300], http_status
         self.retry, self.wait, self.unreachable = retry, wait, unreachable
+        self.refused = refused  # nothing listens (or no such host): no reply is coming
 
 
 def _host_slot(host: str, cap: int) -> threading.BoundedSemaphore:
@@ -120,7 +122,7 @@ class Fetcher:
             body, code = self._attempt(url)
         except _Failure as f:
             if f.unreachable:
-                guard.failed(url, f.error)
+                guard.failed(url, f.error, refused=f.refused)
             else:
                 guard.answered()
             retry_in = None
@@ -219,7 +221,7 @@ def _classify(exc: BaseException, code: int | None = None) -> _Failure:
     if isinstance(exc, LocationValueError):  # e.g. a host name IDNA cannot encode
         return _Failure("invalid_url", text, code)
     if isinstance(exc, NewConnectionError):  # refused, unresolvable: before ConnectTimeoutError
-        return _Failure("connection_error", text, code, retry=True, unreachable=True)
+        return _Failure("connection_error", text, code, retry=True, unreachable=True, refused=True)
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
         return _Failure("timeout", f"timed out: {text}", code, retry=True, unreachable=True)
     if isinstance(exc, (ProtocolError, SSLError, ConnectionError)):  # resets, cut bodies

@@ -3,12 +3,13 @@ per row and retry. Shared by every fetch thread of a process (one breaker per ho
 
 A breaker is *closed* while its host answers. After ``threshold`` distinct URLs of the host failed
 to connect in a row (timeouts, refused connections, resets; any HTTP reply, 403 and 404 included,
-is an answer and resets the count) while the host has not answered for ``quiet`` seconds (or ever,
-in this process) it *opens*: requests to the host are not sent and their rows get the retryable
-status ``host_down``. The quiet period keeps a live host that stalls for a moment (a busy server,
-a slow network) from being taken for a dead one. Every ``cooldown`` seconds one trial request
-goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an answer closes the
-breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of the hosts it retries.
+is an answer and resets the count) it *opens*: requests to the host are not sent and their rows
+get the retryable status ``host_down``. Unless one of those failures was a refused connection
+(nothing listens: definite), the host must also have been silent for ``quiet`` seconds (counted
+from the breaker's first use when it never answered): timeouts and resets are also what a live
+host that stalls for a moment, or a busy machine, looks like. Every ``cooldown`` seconds one
+trial request goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an
+answer closes the breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of the hosts it retries.
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ class HostBreaker:
         self._lock = threading.Lock()
         self._state = CLOSED
         self._failing: set[str] = set()  # distinct URLs failed since the host last answered
+        self._refused = False  # since then: a refused connection is definite, a timeout is not
         self._reason = ""
         self._next_trial = 0.0
-        self._last_answer: float | None = None
+        # a process that starts while the host (or this machine) is slow has no answer yet: its
+        # silence counts from its first request, not from the start of time
+        self._last_answer: float = clock()
 
     def admit(self) -> bool:
         """May a request go now? Always while closed; else one trial per cooldown."""
@@ -84,28 +88,29 @@ class HostBreaker:
     def answered(self) -> None:
         """The host replied (any HTTP status): it is up."""
         with self._lock:
-            self._state, self._reason = CLOSED, ""
+            self._state, self._reason, self._refused = CLOSED, "", False
             self._failing.clear()
             self._last_answer = self._clock()
 
     def reset(self) -> None:
         """Closed, as if never asked: a deliberate retry of the host's rows."""
         with self._lock:
-            self._state, self._reason, self._last_answer = CLOSED, "", None
+            self._state, self._reason, self._last_answer = CLOSED, "", self._clock()
+            self._refused = False
             self._failing.clear()
 
-    def failed(self, url: str, reason: str) -> None:
-        """A request to ``url`` got no reply (timeout, refused, reset). Retries of one URL count
-        once, so a few broken URLs on a live host never add up to a dead host."""
+    def failed(self, url: str, reason: str, *, refused: bool = False) -> None:
+        """A request to ``url`` got no reply (a timeout, a reset, or ``refused``). Retries of one
+        URL count once, so a few broken URLs on a live host never add up to a dead host."""
         with self._lock:
             self._failing.add(url)
             self._reason = reason
+            self._refused = self._refused or refused
             now = self._clock()
+            silent = self._refused or now - self._last_answer >= self.quiet
             if self._state != CLOSED:  # a failed trial (or a late failure): stay open
                 self._state = OPEN
-            elif len(self._failing) >= self.threshold and (
-                self._last_answer is None or now - self._last_answer >= self.quiet
-            ):
+            elif len(self._failing) >= self.threshold and silent:
                 self._state, self._next_trial = OPEN, now + self.cooldown
 
     def state(self) -> HostState:
@@ -118,9 +123,9 @@ _LOCK = threading.Lock()
 
 
 def breaker(host: str, s: Settings) -> HostBreaker:
-    """The process-wide breaker of ``host`` for these settings. A host is quiet once it has not
-    answered for two whole connect + read timeouts."""
-    quiet = 2 * (s.connect_timeout + s.read_timeout)
+    """The process-wide breaker of ``host`` for these settings (``host_quiet_seconds`` of
+    silence before timeouts alone mark a host down)."""
+    quiet = s.host_quiet_seconds
     key = (host, s.host_failure_threshold, s.host_probe_seconds, quiet)
     with _LOCK:
         if key not in _BREAKERS:

@@ -14,7 +14,12 @@ ROWS = 40  # per host
 
 def _hosts_settings(fast_settings):
     return fast_settings.model_copy(
-        update={"host_failure_threshold": 3, "host_probe_seconds": 3600.0, "read_timeout": 0.5}
+        update={
+            "host_failure_threshold": 3,
+            "host_probe_seconds": 3600.0,
+            "host_quiet_seconds": 0.0,  # no patience: the silent host is dead from the start
+            "read_timeout": 0.5,
+        }
     )
 
 
@@ -91,21 +96,37 @@ def test_breaker_opens_on_distinct_urls_of_a_quiet_host_and_probes_once_per_cool
     assert b.state().state == CLOSED and b.admit()
     b.answered()  # any reply resets the run
     for url in "cde":
-        b.failed(f"http://h/{url}", "refused")
+        b.failed(f"http://h/{url}", "timed out")
     assert b.state().state == CLOSED  # it answered 0 s ago: a stall, not a dead host
     now[0] = 5.0
-    b.failed("http://h/f", "refused")
-    assert b.state().state == OPEN and b.state().reason == "refused"
+    b.failed("http://h/f", "timed out")
+    assert b.state().state == OPEN and b.state().reason == "timed out"
     assert not b.admit()
     now[0] = 15.0
     assert b.admit() and b.state().state == HALF_OPEN  # one trial...
     assert not b.admit()  # ...and only one
-    b.failed("http://h/g", "refused")  # the trial failed: open until the next cooldown
+    b.failed("http://h/g", "refused", refused=True)  # the trial failed: open until next cooldown
     assert b.state().state == OPEN and not b.admit()
     now[0] = 25.0
     assert b.admit()
     b.answered()
     assert b.state().state == CLOSED and b.admit() and b.admit()
+    for url in "xyz":  # refused connections: nothing listens, no patience needed
+        b.failed(f"http://h/{url}", "refused", refused=True)
+    assert b.state().state == OPEN
+
+
+def test_a_new_process_that_never_heard_the_host_waits_out_the_quiet_period():
+    """Its first requests time out because the machine is busy: that is not a dead host until
+    the silence has lasted ``quiet`` seconds since the breaker's first use."""
+    now = [100.0]
+    b = HostBreaker("h:80", threshold=3, cooldown=10.0, quiet=30.0, clock=lambda: now[0])
+    for url in "abcdef":
+        b.failed(f"http://h/{url}", "timed out")
+    assert b.state().state == CLOSED
+    now[0] = 131.0
+    b.failed("http://h/g", "timed out")
+    assert b.state().state == OPEN
 
 
 def test_a_bug_fails_the_shard_instead_of_its_rows(tmp_path, data, server, fast_settings):
