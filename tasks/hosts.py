@@ -9,7 +9,8 @@ get the retryable status ``host_down``. Unless one of those failures was a refus
 from the breaker's first use when it never answered): timeouts and resets are also what a live
 host that stalls for a moment, or a busy machine, looks like. Every ``cooldown`` seconds one
 trial request goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an
-answer closes the breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of the hosts it retries.
+answer closes the breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of
+the hosts it retries.
 """
 
 from __future__ import annotations
