@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
-	bench-turns clean
+	bench-turns bench-folder clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ clean:
 
 bench-embed: install
 	$(PY) benchmarks/embed.py $(BENCH_ARGS)
+
+# a folder of generated images: first scan, and rescans of it unchanged and 1% grown
+bench-folder: install
+	$(PY) benchmarks/folder.py $(BENCH_ARGS)
 
 bench-refine: install
 	$(PY) benchmarks/refine.py $(BENCH_ARGS)

@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +41,12 @@ SCHEMA = pa.schema(
 FILES_SCHEMA = SCHEMA.append(pa.field("size", pa.int64())).append(pa.field("mtime_ns", pa.int64()))
 
 
-def image_row(path: Path) -> dict:
+def file_url(path: str) -> str:
+    """A ``file://`` URL, as ``Path.as_uri`` makes it for an absolute path, without a Path."""
+    return "file://" + quote_from_bytes(os.fsencode(path))
+
+
+def image_row(path: Path, url: str | None = None) -> dict:
     """One dataset row for an image file. No metadata (or an unreadable file) → an empty prompt,
     which the plan stage records as an ``empty_prompt`` reject with the file's URL; the ``tool``
     column says which (``none`` or ``unreadable``). The id is the file's content hash."""
@@ -47,7 +54,7 @@ def image_row(path: Path) -> dict:
     row = {
         "id": hashlib.sha256(body).hexdigest()[:24],
         "prompt": "",
-        "url": path.resolve().as_uri(),
+        "url": url or path.resolve().as_uri(),
         "width": 0,
         "height": 0,
         "source_site": "local",
@@ -73,27 +80,30 @@ def image_row(path: Path) -> dict:
     return row
 
 
-def image_files(folder: Path) -> list[tuple[Path, os.stat_result]]:
-    """Every image under ``folder`` with its ``stat``, sorted by path."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in names:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                path = Path(root, name)
-                try:
-                    found.append((path, path.stat()))
-                except FileNotFoundError:  # deleted while we looked
-                    continue
-    return sorted(found, key=lambda f: str(f[0]))
+def image_files(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """Every image under ``folder`` (absolute paths, as text) with its ``stat``, sorted."""
+    found, todo = [], [str(folder)]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    try:
+                        found.append((entry.path, entry.stat()))
+                    except FileNotFoundError:  # deleted while we looked
+                        continue
+    return sorted(found)
 
 
 def scan_directory(folder: Path, out: Path) -> dict:
     """Write a parquet dataset of every image under ``folder`` (sorted: the same folder gives the
     same file, which is left untouched when nothing changed) and a summary beside it
     (``<name>.scan.json``): per tool that wrote the metadata (and ``none``, ``unreadable``) its
-    file count under ``counts`` and its files' URLs under the tool's name; ``read`` is how many
-    files had to be read (the rest were unchanged since the last scan). Return that summary."""
+    file count under ``counts``, and the URLs of the files without a prompt under ``none`` and
+    ``unreadable``; ``read`` is how many files had to be read (the rest were unchanged since the
+    last scan). Return that summary."""
+    folder = folder.resolve()  # once: every file's URL is then made without a syscall
     files = image_files(folder)
     if not files:
         raise FileNotFoundError(
@@ -103,10 +113,10 @@ def scan_directory(folder: Path, out: Path) -> dict:
     known = _known(cache_path)
     rows, read = [], 0
     for path, st in files:
-        url = path.resolve().as_uri()
+        url = file_url(path)
         row = known.get(url)
         if row is None or (row["size"], row["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
-            row = {**image_row(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            row = {**image_row(Path(path), url), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
             read += 1
         rows.append(row)
     table = pa.Table.from_pylist(rows, schema=FILES_SCHEMA)
@@ -116,9 +126,10 @@ def scan_directory(folder: Path, out: Path) -> dict:
         with atomic_path(out) as tmp:
             pq.write_table(table.select(SCHEMA.names), tmp)
     summary: dict = {"folder": str(folder), "files": len(rows), "read": read, "counts": {}}
-    for tool in (*TOOLS, "none", "unreadable"):
-        summary[tool] = [r["url"] for r in rows if r["tool"] == tool]
-        summary["counts"][tool] = len(summary[tool])
+    counts = Counter(r["tool"] for r in rows)
+    summary["counts"] = {tool: counts[tool] for tool in (*TOOLS, "none", "unreadable")}
+    for missing in ("none", "unreadable"):  # the files a person will want to look at
+        summary[missing] = [r["url"] for r in rows if r["tool"] == missing]
     write_json(out.with_suffix(".scan.json"), summary)
     return summary
 
