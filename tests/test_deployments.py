@@ -36,7 +36,10 @@ NAMES = {"ingest", "resume", "feedback", "search", "refine"}
 
 @contextmanager
 def serving(tmp_path, tiny_clip, names=NAMES, **extra):
-    """`promptlake serve` in a subprocess until its deployments are registered; yields its log."""
+    """`promptlake serve` in a subprocess until its deployments are registered; yields its log.
+
+    Deployments an earlier test's server registered on the shared test server are deleted first,
+    or the wait below would end on them (with that test's data dir in their schema)."""
     env = {
         **os.environ,
         "PREFECT_API_URL": extra.pop("PREFECT_API_URL", None) or PREFECT_API_URL.value(),
@@ -53,6 +56,7 @@ def serving(tmp_path, tiny_clip, names=NAMES, **extra):
         "PROMPTLAKE_SHARD_SIZE": "4",
         **extra,
     }
+    _delete_deployments()
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "promptlake.cli", "serve"],
@@ -82,6 +86,13 @@ def served(tmp_path, tiny_clip):
 def _deployments() -> dict:
     with get_client(sync_client=True) as client:
         return {d.name: d for d in client.read_deployments() if "promptlake" in d.tags}
+
+
+def _delete_deployments() -> None:
+    with get_client(sync_client=True) as client:
+        for dep in client.read_deployments():
+            if "promptlake" in dep.tags:
+                client.delete_deployment(dep.id)
 
 
 def plan_manifest(data: DataDir) -> PlanManifest:

@@ -148,7 +148,7 @@ def test_reverse_search_returns_the_exact_prompt_without_a_store(tmp_path, fast_
     assert found.exact.prompt.startswith("a cat sleeping") and found.hits == []
     s = fast_settings.model_copy(update={"data_dir": empty.root})
     hits = run(SearchRequest(image=str(pic)), s)
-    assert hits[0].origin == "metadata:a1111" and hits[0].extra["settings"]["Seed"] == "3141592"
+    assert hits[0].origin == "metadata:a1111" and hits[0].settings["Seed"] == "3141592"
 
 
 def test_cli_reverse_search_prints_exact_prompt(tmp_path, capsys):

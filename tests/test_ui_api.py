@@ -30,6 +30,7 @@ from tests.ui_server import (
 )
 
 HIT_KEYS = {"id", "prompt", "url", "distance", "width", "height", "source_site", "origin"}
+META_KEYS = {"negative_prompt", "model_name", "tool", "settings", "extra"}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_text_search_hits_carry_cached_thumbnails(page, rows):
     body = got.json()
     assert len(body["hits"]) == 5 and body["took_ms"] > 0 and body["exact"] is None
     top = body["hits"][0]
-    assert HIT_KEYS | {"thumbnail", "extra"} == set(top)
+    assert HIT_KEYS | META_KEYS | {"thumbnail"} == set(top)
     assert top["id"] == "p0005" and top["distance"] < 1e-4 and top["prompt"] == row["prompt"]
     assert top["source_site"] == row["source_site"] and top["thumbnail"] == "/img/p0005"
     img = get(page, top["thumbnail"])
