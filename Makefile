@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
-	bench-turns bench-folder clean
+	bench-turns bench-folder bench-pipeline clean
 
 install: $(VENV)/.installed
 
@@ -65,3 +65,8 @@ bench-ui: install
 # processes taking turns with the embedded store: open cost, concurrent searches, during a load
 bench-turns: install
 	$(PY) benchmarks/turns.py $(BENCH_ARGS)
+
+# the whole `promptlake ingest` on N generated rows (default 100k, after a baseline of N/5): stage
+# rates, orchestration overhead, memory per process, disk, status and searches
+bench-pipeline: install
+	$(PY) benchmarks/pipeline.py $(BENCH_ARGS)

@@ -3,8 +3,9 @@ in the terminal (tqdm) and the Prefect UI (progress and table artifacts)."""
 
 from __future__ import annotations
 
+import heapq
 import queue
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from tqdm.auto import tqdm
 
 from promptlake.storage.records import ShardStats
+
+SLOWEST = 3  # slowest shards the summary lists per stage
+FAILED_LISTED = 20  # failed shards it lists per stage (status lists them all)
 
 
 @dataclass
@@ -74,9 +78,7 @@ def run_pipeline(
         tqdm(total=len(shards), desc=r.stage, unit="shard", disable=not progress, position=i)
         for i, r in enumerate(results)
     ]
-    arts = [
-        create_progress_artifact(0.0, description=f"{r.stage}: shards finished") for r in results
-    ]
+    arts = [Progress(r.stage, len(shards)) for r in results]
     done_q: queue.Queue[PrefectFuture] = queue.Queue()
     while any(queues) or running:
         for i in reversed(range(len(stages))):  # downstream first: finish shards early
@@ -94,11 +96,26 @@ def run_pipeline(
             if _collect(fut, shard, results[i]) and i + 1 < len(stages):
                 queues[i + 1].append(shard)
             bars[i].update()
-            finished = len(results[i].done) + len(results[i].failed)
-            update_progress_artifact(arts[i], 100.0 * finished / len(shards))
+            arts[i].show(len(results[i].done) + len(results[i].failed))
     for bar in bars:
         bar.close()
     return results
+
+
+class Progress:
+    """A stage's progress artifact in the Prefect UI, sent again only when its whole percent
+    moves: at most ~100 API calls per stage, however many shards (each call is a round trip
+    that holds up the run loop)."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        self.total, self.shown = total, 0
+        self.id = create_progress_artifact(0.0, description=f"{stage}: shards finished")
+
+    def show(self, finished: int) -> None:
+        percent = 100 * finished // self.total
+        if percent > self.shown:  # 100 once all are finished
+            update_progress_artifact(self.id, 100.0 * finished / self.total)
+            self.shown = percent
 
 
 def _finished(finished: queue.Queue[PrefectFuture]) -> list[PrefectFuture]:
@@ -125,34 +142,57 @@ def _collect(fut: PrefectFuture, shard: str, result: StageResult) -> bool:
 
 
 def publish_summary(results: list[StageResult], key: str) -> None:
-    """A table artifact: one row per stage and shard."""
+    """A table artifact that stays readable at any shard count: per stage one row of totals,
+    then its failed shards (the first ``FAILED_LISTED``) and its ``SLOWEST`` slowest shards."""
     rows = []
     for res in results:
-        for shard, st in sorted(res.done.items()):
-            status = ", ".join(f"{k}={v}" for k, v in sorted(st.by_status.items()))
-            rows.append(
-                {
-                    "stage": res.stage,
-                    "shard": shard,
-                    "state": "done",
-                    "rows": st.rows,
-                    "ok": st.ok,
-                    "failed": st.failed,
-                    "seconds": st.seconds,
-                    "by_status": status,
-                }
-            )
-        for shard, reason in sorted(res.failed.items()):
-            rows.append(
-                {
-                    "stage": res.stage,
-                    "shard": shard,
-                    "state": "FAILED",
-                    "rows": None,
-                    "ok": None,
-                    "failed": None,
-                    "seconds": None,
-                    "by_status": reason,
-                }
-            )
-    create_table_artifact(rows, key=key, description="Shards of this run, per stage")
+        rows.append(_totals(res))
+        failed = sorted(res.failed.items())
+        rows += [
+            _row(res.stage, "failed", shard, detail=why) for shard, why in failed[:FAILED_LISTED]
+        ]
+        if len(failed) > FAILED_LISTED:
+            more = f"{len(failed) - FAILED_LISTED} more failed shards: see `promptlake status`"
+            rows.append(_row(res.stage, "failed", "…", detail=more))
+        for st in heapq.nlargest(SLOWEST, res.done.values(), key=lambda st: st.seconds):
+            rows.append(_row(res.stage, "slowest", st.shard, st, detail=_counts(st.by_status)))
+    create_table_artifact(
+        rows, key=key, description="Shards of this run: totals per stage, failed and slowest shards"
+    )
+
+
+def _totals(res: StageResult) -> dict[str, Any]:
+    done = res.done.values()
+    total = ShardStats(
+        res.stage,
+        "",
+        rows=sum(st.rows for st in done),
+        ok=sum(st.ok for st in done),
+        failed=sum(st.failed for st in done),
+        seconds=sum(st.seconds for st in done),
+    )
+    by_status: Counter[str] = Counter()
+    for st in done:
+        by_status.update(st.by_status)
+    shards = f"{len(res.done)} done" + (f", {len(res.failed)} failed" if res.failed else "")
+    return _row(res.stage, "total", shards, total, detail=_counts(by_status))
+
+
+def _row(
+    stage: str, kind: str, shards: str, st: ShardStats | None = None, *, detail: str = ""
+) -> dict[str, Any]:
+    """One row of the summary table (the same columns in every row)."""
+    return {
+        "stage": stage,
+        "row": kind,
+        "shards": shards,
+        "rows": st.rows if st else None,
+        "ok": st.ok if st else None,
+        "failed": st.failed if st else None,
+        "seconds": round(st.seconds, 1) if st else None,
+        "detail": detail,
+    }
+
+
+def _counts(by_status: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v:,}" for k, v in sorted(by_status.items()))

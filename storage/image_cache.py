@@ -9,7 +9,9 @@ this process's view (``MapResizedError``), which this process then adopts.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,6 +24,9 @@ from promptlake.storage.records import FetchRecord
 
 _OPEN: dict[Path, ImageCache] = {}
 _OPEN_LOCK = threading.Lock()
+# unmapping a read-only shared file mapping loses nothing: the pages are the file's
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_LIBC = ctypes.CDLL(None, use_errno=True) if _DONTNEED is not None else None
 
 
 class _Gate:
@@ -154,6 +159,17 @@ class ImageCache:
     def sync(self) -> None:
         self.env.sync(True)
 
+    def release(self) -> None:
+        """Let go of the cache's pages this process has mapped by reading: they stay in the
+        OS page cache, and a later read maps them again (a minor fault). Without this, a
+        long-lived worker holds every page it ever read as its own resident memory (~8 MiB
+        more per embedded shard of 1,000 images). Linux only; elsewhere it does nothing."""
+        with self._gate.shared():  # no resize moves the map meanwhile
+            for start, length in _mapped(self.path / "data.mdb"):
+                if _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _DONTNEED):
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"madvise of the image cache map: {os.strerror(err)}")
+
     @property
     def map_size(self) -> int:
         return self.env.info()["map_size"]
@@ -177,3 +193,18 @@ class ImageCache:
         """Set the map size (0: adopt the size another process set) with no transaction open."""
         with self._gate.exclusive():
             self.env.set_mapsize(size)
+
+
+def _mapped(path: Path) -> list[tuple[int, int]]:
+    """(address, length) of this process's mappings of ``path``, from /proc/self/maps (LMDB
+    does not say where its map is); none where that file does not exist."""
+    if _DONTNEED is None or not os.path.exists("/proc/self/maps"):
+        return []
+    found, name = [], str(path)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].rstrip("\n") == name:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found.append((start, end - start))
+    return found

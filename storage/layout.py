@@ -128,4 +128,4 @@ def write_json(target: Path, data: Any, *, durable: bool = True) -> None:
 
 def read_json(target: Path) -> Any:
     """Read a JSON file written by :func:`write_json`."""
-    return json.loads(target.read_text())
+    return json.loads(target.read_bytes())  # UTF-8 found by json itself: no text decoding pass

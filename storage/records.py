@@ -48,8 +48,10 @@ class ShardStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardStats:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _SHARD_STATS_FIELDS})
+
+
+_SHARD_STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(ShardStats))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
         if found:
             done_markers = Markers(data, f"embed/{found[0]}")
             extra = {"model": found[1], "namespaces": list(namespaces(data))}
-    done = {k: v for k, v in done_markers.all_done().items() if k in set(shards)}
+    planned = set(shards)
+    done = {k: v for k, v in done_markers.all_done().items() if k in planned}
     failures = {k: v for k, v in Markers(data, stage).failures().items() if k not in done}
     missing = [s for s in shards if s not in done and s not in failures]
     by_status: dict[str, int] = {}
@@ -108,12 +109,9 @@ def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:
     index = data.index_marker
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
     out["resume"] = resume_plan(data, out, missing)
-    loaded = Markers(data, "load").all_done().values()
+    loaded = out["stages"]["load"]["by_status"]
     # counted from the load markers: reading the store would mean waiting for its turn
-    out["store"] = {
-        "prompts": sum(m.by_status.get("prompts", 0) for m in loaded),
-        "images": sum(m.by_status.get("images", 0) for m in loaded),
-    }
+    out["store"] = {"prompts": loaded.get("prompts", 0), "images": loaded.get("images", 0)}
     feedback = Markers(data, "feedback").all_done().values()
     out["feedback"] = {
         "inputs": len(feedback),

@@ -72,9 +72,9 @@ def run_shard(
     write_vectors(data.vectors(ns, "text", shard), rows["id"], text)
     status = read_status(data, shard).select(["id", "status"]).to_pydict()
     ok_ids = [i for i, s in zip(status["id"], status["status"], strict=True) if s == "ok"]
-    ids, vecs, broken = embed_images(
-        enc, ImageCache.open(data.image_cache), ok_ids, settings, progress=progress, shard=shard
-    )
+    cache = ImageCache.open(data.image_cache)
+    ids, vecs, broken = embed_images(enc, cache, ok_ids, settings, progress=progress, shard=shard)
+    cache.release()  # a worker keeps none of the pages it read: flat memory, shard after shard
     write_vectors(data.vectors(ns, "image", shard), ids, vecs)
     n = len(rows["id"])
     counts = {"text": n, "image": len(ids), "no_image": n - len(ok_ids), "image_error": broken}

@@ -170,6 +170,7 @@ def run_shard(
         bar.close()
         fetcher.close()
     stats = _finish(shard, rows, data, cache, markers)
+    cache.release()  # the records and pages this shard read: flat memory, shard after shard
     stats.skipped = len(rows) - len(todo)
     stats.seconds = round(time.perf_counter() - start, 3)
     stats.extra["fetched"] = len(todo)

@@ -65,8 +65,19 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert {"progress", "table", "markdown"} <= kinds
     table = next(a for a in arts if a.key == "ingest-shards")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert [(r["stage"], r["shard"]) for r in rows] == [
-        (stage, s) for stage in ("fetch", "embed", "load") for s in ("00000", "00001", "00002")
+    totals = {r["stage"]: r for r in rows if r["row"] == "total"}
+    assert list(totals) == ["fetch", "embed", "load"]
+    assert (totals["fetch"]["shards"], totals["fetch"]["rows"], totals["fetch"]["ok"]) == (
+        "3 done",
+        12,
+        8,
+    )
+    assert (
+        "ok=8" in totals["fetch"]["detail"] and totals["load"]["detail"] == "images=8, prompts=12"
+    )
+    slowest = [(r["stage"], r["shards"]) for r in rows if r["row"] == "slowest"]
+    assert sorted(slowest) == [
+        (stage, s) for stage in ("embed", "fetch", "load") for s in ("00000", "00001", "00002")
     ]
     progress = [a for a in arts if a.type == "progress"]
     assert [float(a.data) for a in progress] == [100.0, 100.0, 100.0]
