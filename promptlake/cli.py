@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose and args.command in ("search", "refine", "status"):
         terminal.quiet_libraries()  # flow commands keep theirs, in their log
     try:
-        return HANDLERS[args.command](args)
+        code = HANDLERS[args.command](args)
+        sys.stdout.flush()  # a reader that is gone shows here, where it is handled
+        return code
     except KeyboardInterrupt:
         terminal.say("promptlake: interrupted")
         return runs.INTERRUPTED

@@ -90,9 +90,23 @@ def check_source(source: str) -> None:
 
 
 def check_image(image: str) -> None:
-    """An --image that is a local path exists (a URL is fetched later)."""
-    if not re.match(r"^https?://", image) and not Path(image).expanduser().is_file():
+    """An --image that is a local path is a file that opens as an image (a URL is fetched
+    later, with the fetch stage's checks)."""
+    if re.match(r"^https?://", image):
+        return
+    path = Path(image).expanduser()
+    if not path.is_file():
         raise InputError(f"--image {image}: no such file (give an image file or an http(s) URL)")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(
+            f"--image {image}: not an image this can read ({type(exc).__name__}); give a PNG, "
+            "JPEG or WebP file"
+        ) from None
 
 
 def check_model(name: str) -> None:

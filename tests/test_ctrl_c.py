@@ -5,6 +5,7 @@ with no traceback and no process left behind; a rerun then completes with every 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import Counter
@@ -219,3 +220,45 @@ def _plan_has_each_row_once(data: DataDir, n: int) -> None:
         for r in pq.read_table(p)["id"].to_pylist()
     ]
     assert len(ids) == len(set(ids)) == n
+
+
+def test_ctrl_c_stops_a_watch_and_a_feedback_run(tmp_path, cli):
+    """``ingest-images --watch`` between two scans, and ``feedback`` waiting for the store:
+    each stops in one line; the feedback run done again writes each variant once."""
+    from tests.metadata_files import picture, png
+
+    folder, d = tmp_path / "pictures", tmp_path / "d"
+    folder.mkdir()
+    for i in range(6):
+        text = f"a watercolor fox number {i}\nSteps: 20, Sampler: Euler a, Seed: {i}"
+        (folder / f"fox{i}.png").write_bytes(png({"parameters": text}, picture(seed=i)))
+    proc = cli.start(
+        "ingest-images", str(folder), "--data-dir", str(d), "--watch", "--interval", "1"
+    )
+    err = Path(proc.files[1])  # type: ignore[attr-defined]
+    ended = cli.interrupt(proc, lambda: "watch: " in err.read_text())
+    assert ended.code == 130 and ended.seconds < LIMIT and "Traceback" not in ended.err
+    assert ended.err_lines[0] == f"watch: {folder}: +6 added, 0 changed, -0 removed"
+    assert ended.err_lines[-1].startswith("promptlake: stopped (Ctrl-C); shards done: fetch 1/1")
+    assert len(ended.err_lines) in (2, 3)  # a second round may have said "no change"
+
+    url, files = store_url(Settings(data_dir=d)), TurnFiles(d / "store")
+    holder = _holder(url)
+    assert holder.stdout.readline().strip() == "held"
+    args = ["feedback", "a fox in the snow", "a fox at night", "-n", "2", "--data-dir", str(d)]
+    proc = cli.start(*args)
+    ended = cli.interrupt(proc, lambda: _waiting_for(files, "feedback"))
+    _release(holder)
+    assert ended.code == 130 and ended.seconds < LIMIT and ended.out == ""
+    assert len(ended.err_lines) == 1 and "Traceback" not in ended.err
+    assert ended.err_lines[0].startswith(
+        "promptlake: stopped (Ctrl-C); 0 feedback inputs written back; the rest with: "
+        "promptlake feedback 'a fox in the snow' 'a fox at night' -n 2 --data-dir "
+    )
+    done = cli.run(*args)
+    assert done.code == 0, done.err[-3000:]
+    written = int(re.search(r"feedback: 2 inputs, (\d+) prompts written back", done.out)[1])
+    rows = open_store(url).client.query(
+        "SELECT count(), uniqExact(id) FROM promptlake.prompts WHERE origin = 'feedback'"
+    )
+    assert rows.result_rows[0] == (written, written) and written >= 2
