@@ -53,14 +53,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "-k", type=number("refine_k"), help="neighbours to draw from ($PROMPTLAKE_REFINE_K or 12)"
     )
-    r.add_argument(
+    add_llm_flag(r)
+    _filter_args(r)
+
+
+def add_llm_flag(p: argparse.ArgumentParser) -> None:
+    """``--llm``, the refiner to use (refine, feedback)."""
+    p.add_argument(
         "--llm",
         choices=["auto", "offline", "openai"],
         default="auto",
         help="offline: deterministic, from the neighbours' phrases; openai: an OpenAI-compatible "
         "endpoint (PROMPTLAKE_LLM_BASE_URL); auto (default): openai when configured",
     )
-    _filter_args(r)
 
 
 def _params(cls, args: argparse.Namespace, *, store: bool = True, **fields):

@@ -8,6 +8,7 @@ import contextlib
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -118,11 +119,12 @@ class Interrupts:
             while True:  # another thread is ending the process
                 time.sleep(1)
         end_children(CHILD_GRACE if graceful else 0.0)
+        try:
+            line = self._line()
+        except Exception:  # the data dir could not be read: the stop itself still is news
+            line = "promptlake: stopped (Ctrl-C); rerun the same command to carry on"
         with contextlib.suppress(Exception):
-            terminal.say(self._line())
-        with contextlib.suppress(Exception):
-            import sys
-
+            terminal.say(line)
             sys.stdout.flush()
         os._exit(INTERRUPTED)
 
@@ -143,7 +145,7 @@ def end_children(grace: float) -> None:
         return
     for p in kids:
         with contextlib.suppress(psutil.Error):
-            p.kill() if grace <= 0 else p.terminate()
+            p.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
     _, alive = psutil.wait_procs(kids, timeout=max(grace, 0.5))
     for p in alive:
         with contextlib.suppress(psutil.Error):
@@ -173,8 +175,10 @@ def prefect_api() -> Iterator[None]:
     server = SubprocessASGIServer()
     with stop.sigint_blocked():  # the server process inherits the block: Ctrl-C is ours
         server.start()
+    # for worker processes too; TEMPORARY_SERVER_ENV: it cannot free slots of killed runs (embed)
     exported = {"PREFECT_API_URL": server.api_url, TEMPORARY_SERVER_ENV: "1", "PREFECT_UI_URL": ""}
-    os.environ.update(exported)  # TEMPORARY_SERVER_ENV: it cannot free slots of killed runs
+    before = {name: os.environ.get(name) for name in exported}
+    os.environ.update(exported)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
             yield
@@ -182,8 +186,11 @@ def prefect_api() -> Iterator[None]:
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()  # send the run's last log lines before the server goes
-        for name in exported:
-            os.environ.pop(name, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         server.stop()
 
 
@@ -214,9 +221,9 @@ def _round(generations: list) -> str:
     return f"+{g.added} added, {g.changed} changed, -{g.removed} removed"
 
 
-def ingest_stopped(data_dir: Path) -> Callable[[Path | None], str]:
+def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path | None], str]:
     """The line an ingest (or resume, or watch) says when Ctrl-C stopped it: the shards each
-    stage finished, and the command that carries on."""
+    stage finished, and the command that carries on (``again``, or ``promptlake resume``)."""
 
     def line(log: Path | None) -> str:
         from promptlake.storage.layout import DataDir
@@ -224,12 +231,11 @@ def ingest_stopped(data_dir: Path) -> Callable[[Path | None], str]:
 
         data = DataDir(data_dir)
         done = progress_line(status(data)) if data.root.exists() else "nothing done yet"
-        again = (
-            shlex.join(["promptlake", "resume", "--data-dir", str(data.root)])
-            if data.ingest_record.exists()
-            else "the same command"
-        )
-        return f"promptlake: stopped (Ctrl-C); {done}; resume with: {again}" + _log_note(log)
+        if again is None and data.ingest_record.exists():
+            rerun = shlex.join(["promptlake", "resume", "--data-dir", str(data.root)])
+        else:
+            rerun = again or "the same command"
+        return f"promptlake: stopped (Ctrl-C); {done}; resume with: {rerun}" + _log_note(log)
 
     return line
 

@@ -240,6 +240,7 @@ def test_ctrl_c_stops_a_watch_and_a_feedback_run(tmp_path, cli):
     assert ended.code == 130 and ended.seconds < LIMIT and "Traceback" not in ended.err
     assert ended.err_lines[0] == f"watch: {folder}: +6 added, 0 changed, -0 removed"
     assert ended.err_lines[-1].startswith("promptlake: stopped (Ctrl-C); shards done: fetch 1/1")
+    assert f"resume with: promptlake ingest-images {folder} --data-dir {d} --watch" in ended.err
     assert len(ended.err_lines) in (2, 3)  # a second round may have said "no change"
 
     url, files = store_url(Settings(data_dir=d)), TurnFiles(d / "store")
