@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
-	bench-turns bench-folder bench-pipeline clean
+	bench-turns bench-folder bench-pipeline clean distclean
 
 install: $(VENV)/.installed
 
@@ -42,8 +42,13 @@ bench-fetch: install .venv-bench/.installed
 demo: install
 	$(PY) -m promptlake.demo $(DEMO_ARGS)
 
+# what runs leave behind; the virtualenvs (several GB, slow to rebuild) stay
 clean:
-	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache demo
+	rm -rf demo .pytest_cache .ruff_cache
+
+# everything: also the virtualenvs that `make install` and bench-fetch build
+distclean: clean
+	rm -rf $(VENV) .venv-bench
 
 bench-embed: install
 	$(PY) benchmarks/embed.py $(BENCH_ARGS)

@@ -16,6 +16,8 @@ from promptlake.tasks.search import query_settings
 class FeedbackFailed(RuntimeError):
     """Some inputs failed; the message lists them. A rerun retries only those."""
 
+    exit_code = 1
+
 
 @flow(name="feedback", log_prints=True)
 def feedback_flow(params: FeedbackParams) -> list[ShardStats]:

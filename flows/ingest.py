@@ -9,11 +9,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
 from promptlake.flows.params import IngestParams, ResumeParams
-from promptlake.flows.shards import Stage, StageResult, make_runner, publish_summary, run_pipeline
+from promptlake.flows.shards import (
+    Stage,
+    StageResult,
+    make_runner,
+    publish_summary,
+    result_of,
+    run_pipeline,
+)
 from promptlake.settings import Settings
+from promptlake.storage import activity
 from promptlake.storage.layout import DataDir
 from promptlake.storage.records import PlanManifest, SourceInfo
 from promptlake.storage.status import fetch_notes
@@ -26,7 +34,13 @@ from promptlake.tasks.plan import plan_task
 
 
 class ShardsFailed(RuntimeError):
-    """Some shards failed; the message lists them and how to resume."""
+    """Some shards failed; the message lists them, why, and how to resume."""
+
+    exit_code = 1
+
+
+class NoValidRows(ValueError):
+    """The source gave no row to ingest; the message says what was rejected and why."""
 
 
 @dataclass
@@ -74,10 +88,19 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
 @flow(name="ingest", log_prints=True)
 def ingest(params: IngestParams) -> IngestSummary:
     """Ingest a prompt dataset into the data dir, up to ``params.until``; safe to rerun."""
-    settings = params.settings()
-    data = DataDir(settings.data_dir)
-    data_dir = str(data.root)
+    data = DataDir(params.settings().data_dir)
     params.record(data)
+    with activity.running(data, f"ingest {params.source} (until {params.until})"):
+        summary = _run_stages(params, data)
+    _report(summary, params, data)
+    if summary.failed:
+        raise ShardsFailed(failed_message(summary.failed, data))
+    return summary
+
+
+def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
+    settings = params.settings()
+    data_dir = str(data.root)
     summary = IngestSummary(source=download_task(params.source, data_dir))
     if params.runs("plan"):
         summary.plan = plan_task(
@@ -88,8 +111,9 @@ def ingest(params: IngestParams) -> IngestSummary:
             force=params.force,
             size_given="shard_size" in settings.model_fields_set,
         )
+        check_rows(summary.plan, summary.source)
     if params.runs("fetch"):
-        with ThreadPoolTaskRunner(max_workers=1) as local:
+        with make_runner("thread", 1) as local:
             stages = _stages(params, settings, local)
             shards = [s.name for s in summary.plan.shards]
             workers = sum(st.limit for st in stages if st.runner is None)
@@ -98,21 +122,48 @@ def ingest(params: IngestParams) -> IngestSummary:
                     stages, shards, runner=runner, progress=params.progress
                 )
             if params.runs("load") and not summary.failed:
-                local.submit(
-                    reconcile_task, {"data_dir": data_dir, "settings": settings, "shards": shards}
-                ).result()
+                result_of(
+                    local.submit(
+                        reconcile_task,
+                        {"data_dir": data_dir, "settings": settings, "shards": shards},
+                    )
+                )
             if params.runs("index") and not summary.failed:
-                summary.index = local.submit(
-                    index_task, {"data_dir": data_dir, "settings": settings}
-                ).result()
-    _report(summary, params, data)
-    if summary.failed:
-        lines = [f"{stage}: {', '.join(sorted(f))}" for stage, f in summary.failed.items()]
-        raise ShardsFailed(
-            f"failed shards — {'; '.join(lines)}. See `promptlake status --data-dir {data_dir}`; "
-            "rerun the same ingest to resume (finished shards are skipped)."
-        )
+                summary.index = result_of(
+                    local.submit(index_task, {"data_dir": data_dir, "settings": settings})
+                )
     return summary
+
+
+def check_rows(plan: PlanManifest, source: SourceInfo) -> None:
+    """A source that gave nothing to ingest, in a data dir that holds nothing yet, is an error
+    that says why (not an empty run, nor "no embeddings" later)."""
+    if plan.shards:
+        return
+    name = source.source
+    if not plan.rows_total:
+        raise NoValidRows(
+            f"{name}: 0 valid rows — it has no rows (a CSV with only its header, or a folder "
+            "without images)"
+        )
+    why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(plan.rejects_by_reason.items()))
+    raise NoValidRows(
+        f"{name}: 0 valid rows of {plan.rows_total:,} — rejected: {why}; each rejected row and "
+        "its reason is in plan/rejects.parquet of the data dir"
+    )
+
+
+def failed_message(failed: dict[str, dict[str, str]], data: DataDir) -> str:
+    """Which shards failed at which stage, the first reason of each stage, and what to do."""
+    parts = []
+    for stage, shards in failed.items():
+        first = shards[sorted(shards)[0]]
+        parts.append(f"{stage} {', '.join(sorted(shards))} ({first[:300]})")
+    return (
+        f"failed shards: {'; '.join(parts)}. Details: `promptlake status --data-dir "
+        f"{data.root}`; after fixing the cause, `promptlake resume --data-dir {data.root}` "
+        "reruns only these (finished shards are skipped)."
+    )
 
 
 def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import queue
+import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,9 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
+from promptlake import terminal
 from promptlake.storage.records import ShardStats
+from promptlake.tasks import stop
 
 SLOWEST = 3  # slowest shards the summary lists per stage
 FAILED_LISTED = 20  # failed shards it lists per stage (status lists them all)
@@ -41,26 +44,77 @@ class Stage:
     runner: TaskRunner | None = None  # a stage that must stay in the flow's process
 
 
+def _interrupted(exc_type: type[BaseException] | None) -> bool:
+    return exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+
+
+class ThreadRunner(ThreadPoolTaskRunner):
+    """Shard tasks in threads of this process. Left by a Ctrl-C it does not wait for them: they
+    see the stop request (``tasks.stop``) at their next batch and end."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if _interrupted(exc_type) and self._executor is not None:
+            stop.request()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+class ProcessRunner(ProcessPoolTaskRunner):
+    """Shard tasks in worker processes that ignore the terminal's Ctrl-C (it reaches the whole
+    process group). Left by one, it ends its workers at once instead of waiting for their
+    shards: what they wrote is whole (outputs first, markers last), the rest runs next time."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__(max_workers=max_workers, initializer=stop.ignore_interrupts)
+
+    def submit(self, task: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        with stop.sigint_blocked():  # its helper threads, and the workers they start, inherit it
+            return super().submit(task, parameters, *args, **kwargs)
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if _interrupted(exc_type) and self._executor is not None:
+            end_processes(list(self._executor._processes.values()))
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+def end_processes(procs: list[Any], grace: float = 2.0) -> None:
+    """Terminate ``procs`` (multiprocessing processes), and kill those still there after
+    ``grace`` seconds."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(grace)
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
 def make_runner(kind: str, workers: int, address: str | None = None) -> TaskRunner:
     """The task runner for shard tasks: threads of this process, worker processes (each with
-    its own GIL, HTTP pool, LMDB handle and model), or a Dask cluster (local or at ``address``)."""
+    its own GIL, HTTP pool, LMDB handle and model), or a Dask cluster (local or at ``address``).
+    Each stops within seconds on Ctrl-C."""
     if kind == "thread":
-        return ThreadPoolTaskRunner(max_workers=workers)
+        return ThreadRunner(max_workers=workers)
     if kind == "process":
-        return ProcessPoolTaskRunner(max_workers=workers)
+        return ProcessRunner(max_workers=workers)
     if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        from promptlake.flows.dask_runner import dask_runner
 
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": workers,
-                "threads_per_worker": 1,
-                "dashboard_address": None,
-            }
-        )
+        return dask_runner(workers, address)
     raise ValueError(f"unknown runner {kind!r}: use thread, process or dask")
+
+
+def result_of(fut: PrefectFuture) -> Any:
+    """``fut.result()``, waiting in short steps: a Ctrl-C is handled only when the main thread
+    runs, and a wait without a timeout may not wake up for it."""
+    done = threading.Event()
+    fut.add_done_callback(lambda _: done.set())
+    while not done.wait(1.0):
+        pass
+    return fut.result()
 
 
 def run_pipeline(
@@ -75,30 +129,42 @@ def run_pipeline(
     queues = [deque(shards)] + [deque() for _ in stages[1:]]
     running: dict[PrefectFuture, tuple[int, str]] = {}
     bars = [
-        tqdm(total=len(shards), desc=r.stage, unit="shard", disable=not progress, position=i)
+        tqdm(
+            total=len(shards),
+            desc=r.stage,
+            unit="shard",
+            disable=not progress,
+            position=i,
+            file=terminal.stream(),
+        )
         for i, r in enumerate(results)
     ]
     arts = [Progress(r.stage, len(shards)) for r in results]
     done_q: queue.Queue[PrefectFuture] = queue.Queue()
-    while any(queues) or running:
-        for i in reversed(range(len(stages))):  # downstream first: finish shards early
-            busy = sum(1 for s, _ in running.values() if s == i)
-            while queues[i] and busy < stages[i].limit:
-                shard = queues[i].popleft()
-                on = stages[i].runner or runner
-                fut = on.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
-                running[fut], busy = (i, shard), busy + 1
-                # not prefect.futures.wait(timeout=…): in the main thread its timeout is a
-                # SIGALRM that can strike inside threading's locks ("release unlocked lock")
-                fut.add_done_callback(done_q.put)
-        for fut in _finished(done_q):
-            i, shard = running.pop(fut)
-            if _collect(fut, shard, results[i]) and i + 1 < len(stages):
-                queues[i + 1].append(shard)
-            bars[i].update()
-            arts[i].show(len(results[i].done) + len(results[i].failed))
-    for bar in bars:
-        bar.close()
+    try:
+        while any(queues) or running:
+            for i in reversed(range(len(stages))):  # downstream first: finish shards early
+                busy = sum(1 for s, _ in running.values() if s == i)
+                while queues[i] and busy < stages[i].limit:
+                    shard = queues[i].popleft()
+                    on = stages[i].runner or runner
+                    fut = on.submit(stages[i].task, {"shard": shard, **stages[i].kwargs})
+                    running[fut], busy = (i, shard), busy + 1
+                    # not prefect.futures.wait(timeout=…): in the main thread its timeout is a
+                    # SIGALRM that can strike inside threading's locks ("release unlocked lock")
+                    fut.add_done_callback(done_q.put)
+            for fut in _finished(done_q):
+                i, shard = running.pop(fut)
+                if _collect(fut, shard, results[i]) and i + 1 < len(stages):
+                    queues[i + 1].append(shard)
+                bars[i].update()
+                arts[i].show(len(results[i].done) + len(results[i].failed))
+    except KeyboardInterrupt:  # Ctrl-C: submit nothing more; leaving, the runner ends the rest
+        stop.request()
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
     return results
 
 

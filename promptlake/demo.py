@@ -1,8 +1,9 @@
 """``make demo``: the whole machinery on a sample dataset made here, offline.
 
-Generates a few hundred Stable-Diffusion-style prompts with drawn images (PNG files carrying
-their prompt as A1111 metadata, served as file:// URLs), ingests them, then shows searches, a
-reverse search, a refine and a feedback run — each through the same CLI a user types.
+Generates a few hundred Stable-Diffusion-style prompts with drawn placeholder images (PNG files
+carrying their prompt as A1111 metadata, served as file:// URLs), ingests them, then shows
+searches, a reverse search, a refine and a feedback run — each through the same CLI a user types.
+What is a stand-in is said up front: the images never, the CLIP offline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import sys
 from pathlib import Path
 
 REAL_MODEL = "openai/clip-vit-base-patch32"
+IMAGE_SIZE = 256  # the drawn placeholders' side, which the CSV declares
+STAND_INS = (
+    "WHAT IS A STAND-IN: the prompts are made from word lists, and the images are drawn\n"
+    "placeholders (a colour band and a shape keyed by the prompt's words), not pictures of\n"
+    "what the prompts say. So text → images and the CLIP reverse search below show the\n"
+    "wiring, not meaning, whatever the model. The exact prompt read back from an image's\n"
+    "metadata, the searches over prompts and the refine are what you would get on real data."
+)
 
 
 def make_dataset(root: Path, n: int, seed: int = 7) -> Path:
@@ -31,10 +40,9 @@ def make_dataset(root: Path, n: int, seed: int = 7) -> Path:
             file = images / f"p{i:04d}.png"
             if not file.exists():
                 meta = ImageMeta(prompt, "blurry, lowres", {"Steps": "20", "Seed": str(i)})
-                file.write_bytes(save_with_metadata(sample_image(prompt), meta))
-            out.writerow(
-                [f"p{i:04d}", prompt, file.resolve().as_uri(), 512, 512, rng.choice(SITES)]
-            )
+                file.write_bytes(save_with_metadata(sample_image(prompt, IMAGE_SIZE), meta))
+            uri, site = file.resolve().as_uri(), rng.choice(SITES)
+            out.writerow([f"p{i:04d}", prompt, uri, IMAGE_SIZE, IMAGE_SIZE, site])
     return path
 
 
@@ -64,19 +72,23 @@ def banner(text: str) -> None:
 
 def run(root: Path, n: int, model: str | None = None) -> int:
     """Build the demo data dir and show every kind of query on it."""
+    from promptlake import terminal
     from promptlake.cli import main
 
+    terminal.quiet_libraries()  # building the tiny CLIP says nothing a demo viewer needs
     root.mkdir(parents=True, exist_ok=True)
     data = str(root / "data")
     banner(f"1. a sample dataset: {n} SD-style prompts with images under {root / 'images'}")
     source = make_dataset(root, n)
     model, tiny = (model, False) if model else pick_model(root)
+    print(STAND_INS)
     if tiny:
         banner(
             "OFFLINE: the CLIP model is not cached and the Hugging Face hub is unreachable, so\n"
-            "this demo uses a tiny CLIP with random weights built here. The results below show\n"
-            "the machinery only — their ranking means nothing. With the real model cached\n"
-            f"({REAL_MODEL}) the same commands give meaningful results."
+            "this demo uses a tiny CLIP with random weights built here: every ranking below is\n"
+            "arbitrary — the searches, the refine's neighbours and the feedback show the\n"
+            f"machinery only. With the real model cached ({REAL_MODEL}) the prompt\n"
+            "searches and the refine give meaningful results."
         )
     steps = [
         (
@@ -98,7 +110,7 @@ def run(root: Path, n: int, model: str | None = None) -> int:
             ["search", "a cat sleeping on a sofa", "-k", "5", "--data-dir", data],
         ),
         (
-            "4. search: text → images",
+            "4. search: text → images (placeholder images: the wiring, not meaning)",
             [
                 "search",
                 "a lighthouse on a cliff at sunset",
@@ -115,7 +127,8 @@ def run(root: Path, n: int, model: str | None = None) -> int:
             ["search", "--image", str(root / "images" / "p0003.png"), "--data-dir", data],
         ),
         (
-            "6. reverse search by CLIP (metadata ignored) → the prompts that likely made it",
+            "6. reverse search by CLIP (metadata ignored) → the nearest prompts\n"
+            "   (a placeholder image: the wiring, not meaning)",
             [
                 "search",
                 "--image",
@@ -132,8 +145,18 @@ def run(root: Path, n: int, model: str | None = None) -> int:
             ["refine", "a cat sleeping on the sofa", "-k", "8", "--data-dir", data],
         ),
         (
-            "8. feedback: weak searches and an idea → new prompts written back with lineage",
-            ["feedback", "a paper boat on a rainy street", "--data-dir", data, "-n", "2"],
+            "8. feedback: an idea → new prompts written back with lineage (a scheduled run\n"
+            "   also takes recent weakly served searches; --no-searches keeps the demo the same\n"
+            "   on every run)",
+            [
+                "feedback",
+                "a paper boat on a rainy street",
+                "--no-searches",
+                "--data-dir",
+                data,
+                "-n",
+                "2",
+            ],
         ),
         (
             "9. the new rows are searchable, with their lineage",
@@ -159,8 +182,8 @@ def run(root: Path, n: int, model: str | None = None) -> int:
         if code != 0:
             print(f"demo: step failed with exit code {code}", file=sys.stderr)
             return code
-    if tiny:
-        print("\n(offline demo: a tiny random CLIP — the machinery, not the quality)")
+    print("\n(placeholder images" + (" and a tiny random CLIP" if tiny else "") + ": the demo")
+    print(" shows the machinery; see the note at the top for what is real)")
     return 0
 
 

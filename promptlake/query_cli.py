@@ -6,6 +6,9 @@ import argparse
 import json
 from dataclasses import asdict
 
+from promptlake.argtypes import number
+from promptlake.terminal import shorten
+
 DATA_DIR_HELP = "data directory (default: $PROMPTLAKE_DATA_DIR or ./data)"
 
 
@@ -32,8 +35,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="an image path or http(s) URL; alone, with --target prompts, a reverse search: "
         "the prompt in the image's own metadata when it has one, else CLIP neighbours",
     )
-    p.add_argument("--target", choices=["prompts", "images"], default="prompts")
-    p.add_argument("-k", type=int, help="how many hits (default $PROMPTLAKE_SEARCH_K or 10)")
+    p.add_argument(
+        "--target",
+        choices=["prompts", "images"],
+        default="prompts",
+        help="return prompts (default) or images",
+    )
+    p.add_argument(
+        "-k", type=number("search_k"), help="how many hits (default $PROMPTLAKE_SEARCH_K or 10)"
+    )
     p.add_argument(
         "--no-metadata", action="store_true", help="reverse search by CLIP even with metadata"
     )
@@ -41,30 +51,56 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("refine", help="better prompts for an idea, drawn from the nearest ones")
     r.add_argument("idea", nargs="?", default="", help="a rough idea, e.g. 'a cat on a sofa'")
     r.add_argument("--image", help="an image (path or URL) to refine from, or to add to the idea")
-    r.add_argument("-n", type=int, help="variants to write (default $PROMPTLAKE_REFINE_N or 3)")
-    r.add_argument("-k", type=int, help="neighbours to draw from ($PROMPTLAKE_REFINE_K or 12)")
     r.add_argument(
+        "-n", type=number("refine_n"), help="variants to write (default $PROMPTLAKE_REFINE_N or 3)"
+    )
+    r.add_argument(
+        "-k", type=number("refine_k"), help="neighbours to draw from ($PROMPTLAKE_REFINE_K or 12)"
+    )
+    add_llm_flag(r)
+    _filter_args(r)
+
+
+def add_llm_flag(p: argparse.ArgumentParser) -> None:
+    """``--llm``, the refiner to use (refine, feedback)."""
+    p.add_argument(
         "--llm",
         choices=["auto", "offline", "openai"],
         default="auto",
         help="offline: deterministic, from the neighbours' phrases; openai: an OpenAI-compatible "
         "endpoint (PROMPTLAKE_LLM_BASE_URL); auto (default): openai when configured",
     )
-    _filter_args(r)
 
 
-def _params(cls, args: argparse.Namespace, **fields):
-    """The flow's parameter model from the flags: the CLI resolves settings like a flow run."""
+def _params(cls, args: argparse.Namespace, *, store: bool = True, **fields):
+    """The flow's parameter model from the flags (the CLI resolves settings like a flow run),
+    checked before any model loads: a data dir with a store when ``store``."""
+    from promptlake import preflight
+
     common = ("image", "source_site", "min_width", "min_height", "origin", "data_dir", "tool")
     common += ("model_name",)
-    return cls(clip_model=args.model, **{k: getattr(args, k) for k in common}, **fields)
+    made = preflight.params(
+        cls, clip_model=args.model, **{k: getattr(args, k) for k in common}, **fields
+    )
+    if args.image:
+        preflight.check_image(args.image)
+    if store:
+        preflight.check_data_dir(made.settings().data_dir, needs="store")
+    return made
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from promptlake import preflight
     from promptlake.flows.params import SearchParams
+
+    if not (args.text and args.text.strip()) and not args.image:
+        raise preflight.InputError("give a TEXT to search for, an --image, or both")
+    # an image alone may be answered from its own metadata, with no store at all
+    by_metadata = args.image and not args.text and args.target == "prompts"
+    store = not (by_metadata and not args.no_metadata)
+    params = _params(SearchParams, args, store=store, text=args.text, target=args.target, k=args.k)
     from promptlake.tasks.search import SearchRequest, query_settings, run
 
-    params = _params(SearchParams, args, text=args.text, target=args.target, k=args.k)
     settings = query_settings(params.settings())
     req = SearchRequest(args.text, args.image, args.target, settings.search_k, params.filters())
     hits = run(req, settings, use_metadata=not args.no_metadata)
@@ -73,27 +109,31 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if not hits:
         print("no hits")
+    elif not hits[0].origin.startswith("metadata:"):
+        print(DISTANCE_HEADER)
     for rank, h in enumerate(hits, 1):
         if h.origin.startswith("metadata:"):
             print(format_exact(h.prompt, asdict(h), h.origin.removeprefix("metadata:")))
             continue
-        print(
-            f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site} {h.width}x{h.height}] {h.id}"
-        )
-        print(f"     {h.prompt[:160]}")
+        size = f" {h.width}x{h.height}" if h.width and h.height else ""  # 0: no image (feedback)
+        print(f"{rank:3}. {max(h.distance, 0.0):.4f}  [{h.source_site}{size}] {h.id}")
+        print(f"     {shorten(h.prompt, 160)}")
         if h.url:
             print(f"     {h.url}")
         made = [
             f"model {h.model_name}" if h.model_name else "",
             h.tool,
-            h.negative_prompt and f"negative: {h.negative_prompt[:100]}",
+            h.negative_prompt and f"negative: {shorten(h.negative_prompt, 100)}",
         ]
         if any(made):
             print("     " + "; ".join(m for m in made if m))
         if h.extra.get("trigger"):
             parents = ", ".join(h.extra.get("parent_ids", [])) or "none"
-            print(f"     lineage: {h.extra['trigger'][:120]}; drawn from {parents}")
+            print(f"     lineage: {shorten(h.extra['trigger'], 120)}; drawn from {parents}")
     return 0
+
+
+DISTANCE_HEADER = "rank  distance (cosine: 0 is the same, lower is closer)  [site, size] id"
 
 
 def format_exact(prompt: str, extra: dict, tool: str) -> str:
@@ -109,10 +149,11 @@ def format_exact(prompt: str, extra: dict, tool: str) -> str:
 def cmd_refine(args: argparse.Namespace) -> int:
     from promptlake.flows.params import RefineParams
     from promptlake.storage.layout import DataDir
+
+    params = _params(RefineParams, args, idea=args.idea or "", n=args.n, k=args.k, llm=args.llm)
     from promptlake.tasks.refine import RefineRequest, refine
     from promptlake.tasks.search import query_settings
 
-    params = _params(RefineParams, args, idea=args.idea or "", n=args.n, k=args.k, llm=args.llm)
     settings = query_settings(params.settings())
     req = RefineRequest(
         idea=params.idea,
@@ -141,7 +182,7 @@ def format_refine(result) -> str:
         lines.append(f"{i:3}. {v.prompt}")
         named = ", ".join(f"#{rank[x]} {x}" for x in v.drawn_from) or "none"
         lines.append(f"     {v.tokens} CLIP tokens; drawn from: {named}")
-    lines.append(f"\nneighbours ({len(result.sources)}):")
+    lines.append(f"\nneighbours ({len(result.sources)}; cosine distance, lower is closer):")
     for i, h in enumerate(result.sources, 1):
-        lines.append(f"  #{i:<3} {max(h.distance, 0.0):.4f} {h.id}: {h.prompt[:140]}")
+        lines.append(f"  #{i:<3} {max(h.distance, 0.0):.4f} {h.id}: {shorten(h.prompt, 140)}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from promptlake.storage import activity
 from promptlake.storage.layout import DataDir, read_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import (
@@ -85,6 +86,7 @@ def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:
     embedded one in the data dir)."""
     out: dict[str, Any] = {"data_dir": str(data.root)}
     out["store_holder"] = store_holder(data, store_url)
+    out["running"] = activity.now(data)
     if data.source_info.exists():
         out["source"] = read_json(data.source_info)
     if not data.manifest.exists():
@@ -181,9 +183,29 @@ def format_resume(plan: dict[str, Any]) -> list[str]:
     return lines
 
 
+def progress_line(report: dict[str, Any]) -> str:
+    """What the stages have finished, on one line: shards done per stage, and the index."""
+    if not report.get("planned"):
+        return "nothing planned yet"
+    n, stages = report["shards"], report["stages"]
+    done = ", ".join(f"{k} {v['shards_done']}/{n}" for k, v in stages.items() if k != "index")
+    index = "index built" if "tables" in stages.get("index", {}) else "index not built"
+    return f"shards done: {done}; {index}"
+
+
+def _since(t: float) -> str:
+    minutes = (time.time() - t) / 60
+    return f"since {time.strftime('%H:%M', time.localtime(t))}, {minutes:.0f} min"
+
+
 def format_status(report: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`status`."""
     lines = [f"data dir: {report['data_dir']}"]
+    for run in report.get("running", []):
+        lines.append(
+            f"running:  {run.get('what', '?')} (pid {run.get('pid')} on {run.get('host')}, "
+            f"{_since(run.get('since', 0))})"
+        )
     if report.get("store_holder"):
         lines.append(f"store:    in use by {Holder(**report['store_holder']).describe()}")
     if "source" in report:
@@ -208,6 +230,9 @@ def format_status(report: dict[str, Any]) -> str:
             f"changed, -{g['removed']:,} removed, {g['unchanged']:,} unchanged → "
             f"{shard_ranges(g['shards'])}"
         )
+    model = report["stages"].get("embed", {}).get("model")
+    if model:
+        lines.append(f"model:    {model.get('model')} ({model.get('namespace')})")
     for stage, st in report["stages"].items():
         if stage == "index":
             built = "built" if "tables" in st else "not built"

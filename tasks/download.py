@@ -17,8 +17,10 @@ from promptlake.storage.layout import DataDir, atomic_path, read_json, write_jso
 from promptlake.storage.records import REQUIRED_COLUMNS, SourceInfo
 from promptlake.tasks.backoff import TRANSIENT_STATUSES
 from promptlake.tasks.rows import column_names, missing_columns
+from promptlake.tasks.sourcefile import FORMATS, DownloadError, detect_format
 
-FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+__all__ = ["FORMATS", "DownloadError", "detect_format", "download", "download_task"]
+
 KAGGLE_HANDLE = re.compile(r"[^/\s]+/[^/\s]+(/versions/[0-9]+)?")
 KAGGLE_HELP = (
     "Kaggle needs network access and, for most datasets, credentials: set KAGGLE_USERNAME and "
@@ -26,26 +28,6 @@ KAGGLE_HELP = (
     "its path as SOURCE instead, or pre-fill KAGGLEHUB_CACHE and name the version "
     "(kaggle:<owner>/<dataset>/versions/<n>)."
 )
-
-
-class DownloadError(RuntimeError):
-    """The source could not be resolved to a readable local file. ``transient`` errors (the
-    network) are worth retrying; a missing file or a bad name is not."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-def detect_format(name: str) -> str:
-    """The file format of ``name`` from its suffix; an error lists the supported ones."""
-    lower = name.lower()
-    if lower.endswith(".csv.gz"):
-        return "csv.gz"
-    fmt = FORMATS.get(Path(lower).suffix)
-    if fmt is None or fmt == "csv.gz":
-        raise DownloadError(f"unsupported source format {name!r}: use .csv, .csv.gz or .parquet")
-    return fmt
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ from promptlake.storage.layout import DataDir
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
 from promptlake.storage.vectors import ModelMismatch, claim_namespace, write_vectors
+from promptlake.tasks import stop
 from promptlake.tasks.devices import candidate_devices, device_slot
 from promptlake.tasks.encoder import (
     ClipEncoder,
@@ -69,6 +70,7 @@ def run_shard(
     rows = read_shard(data, shard).select(["id", "prompt"]).to_pydict()
     text, truncated = enc.encode_text(rows["prompt"], settings.text_batch)
     text_s = time.perf_counter() - start
+    stop.check()  # Ctrl-C with shards in threads: the shard's files are written whole or not
     write_vectors(data.vectors(ns, "text", shard), rows["id"], text)
     status = read_status(data, shard).select(["id", "status"]).to_pydict()
     ok_ids = [i for i, s in zip(status["id"], status["status"], strict=True) if s == "ok"]
@@ -117,6 +119,7 @@ def embed_images(
     bar = tqdm(total=len(ids), desc=f"embed {shard}", unit="img", leave=False, disable=not progress)
     with ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode") as pool:
         for good, crops, bad in _prepared(pool, enc, cache, ids, s):
+            stop.check()
             broken += bad
             if good:
                 parts.append(enc.encode_pixels(crops))

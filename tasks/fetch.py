@@ -23,12 +23,14 @@ from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.layout import DataDir, atomic_path
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
+from promptlake.tasks import stop
 from promptlake.tasks.fetcher import Fetcher
 from promptlake.tasks.hosts import host_key, reset
 from promptlake.tasks.imaging import ImageProblem, process_image
 from promptlake.tasks.plan import read_shard
 
 STAGE = "fetch"
+STOP_POLL = 0.5  # seconds between looks at a stop request while rows are in flight
 STATUS_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -101,19 +103,21 @@ def run_jobs(
 ) -> Iterator[list[Any]]:
     """Yield ``fn(job)`` results in batches (whatever finished meanwhile), at most ``window``
     jobs in flight or yielded but not yet handled. A result that is a ``Job`` is queued again
-    and runs once its ``ready`` time has come. Due retries go before fresh rows."""
+    and runs once its ``ready`` time has come. Due retries go before fresh rows. A stop request
+    (Ctrl-C with shards in threads) ends it between batches: :class:`stop.Stopped`."""
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     fresh, later, busy = deque(jobs), [], 0
     while fresh or later or busy:
+        stop.check()
         now = time.monotonic()
         while busy < window and (fresh or (later and later[0].ready <= now)):
             due = later and later[0].ready <= now
             job = heapq.heappop(later) if due else fresh.popleft()
             pool.submit(fn, job).add_done_callback(finished.put)
             busy += 1
-        wait_for = max(0.0, later[0].ready - now) if later and busy < window else None
+        wait_for = max(0.0, later[0].ready - now) if later and busy < window else STOP_POLL
         try:
-            futures = [finished.get(timeout=wait_for)]
+            futures = [finished.get(timeout=min(wait_for, STOP_POLL))]
         except queue.Empty:
             continue
         while not finished.empty():
@@ -165,8 +169,8 @@ def run_shard(
             # most the window (fetched or in flight), which a rerun fetches again
             cache.put_many(batch)
             bar.update(len(batch))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:  # stopping, rows still in flight are left to end on their own: nobody waits
+        pool.shutdown(wait=not stop.requested(), cancel_futures=True)
         bar.close()
         fetcher.close()
     stats = _finish(shard, rows, data, cache, markers)

@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from promptlake.storage.records import REQUIRED_COLUMNS
+from promptlake.tasks.sourcefile import check_file
 
 MAX_SIDE = 1 << 20
 _SPACE = re.compile(r"\s+")
@@ -83,6 +84,7 @@ def missing_columns(names: list[str]) -> list[str]:
 
 def column_names(path: Path, fmt: str) -> list[str]:
     """The column names of a source file, from its header (a CSV's first block) alone."""
+    check_file(path, fmt)
     if fmt == "parquet":
         return pq.read_schema(path).names
     with pa.input_stream(str(path), compression="detect") as head:

@@ -10,7 +10,8 @@ The first path segment picks the behaviour; the rest names the image (same name,
   /big/N     Content-Length of 1 GiB    /bomb/N    a tiny PNG claiming 30000x30000 pixels
   /dead/N    always 503                 /403/N     403 (a host that refuses everything)
   /file/N    bytes registered in ``files[N]``, honouring Range (206); names in ``drop_first``
-             are cut off half-way on their first request (to test resumed downloads)
+             are cut off half-way on their first request (to test resumed downloads); names in
+             ``trickle`` come 16 KiB at a time, that many seconds apart (a slow download)
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class FaultServer:
         self._images: dict[tuple[str, str], bytes] = {}
         self.files: dict[str, bytes] = {}
         self.drop_first: set[str] = set()
+        self.trickle: dict[str, float] = {}
         self.range_requests: list[str] = []
         self.inflight = 0
         self.max_inflight = 0
@@ -236,7 +238,24 @@ class FaultServer:
                     self.close_connection = True
                     return
                 headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+                if name in server.trickle:
+                    return self._trickle(code, rest, headers if start else {}, server.trickle[name])
                 self._send(code, rest, "text/csv", headers if start else None)
+
+            def _trickle(self, code: int, body: bytes, headers: dict, pause: float) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "text/csv")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    for at in range(0, len(body), 1 << 14):
+                        self.wfile.write(body[at : at + (1 << 14)])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             def _r_bomb(self, name: str, n: int) -> None:
                 self._send(200, bomb_png(), "image/png")

@@ -92,7 +92,7 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     shard.write_bytes(b"not parquet")  # an infrastructure fault, not a bad row
     state = ingest(params, return_state=True)
     assert state.is_failed()
-    assert "fetch: 00001" in state.message
+    assert "failed shards: fetch 00001 (ArrowInvalid" in state.message
     assert set(Markers(DataDir(data_dir), "fetch").all_done()) == {"00000", "00002"}
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -119,12 +119,14 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     assert (fetch["shards_done"], fetch["shards_failed"], fetch["rows_ok"]) == (3, 0, 8)
     assert (emb["shards_done"], emb["rows_ok"], emb["by_status"]["image"]) == (3, 12, 8)
     assert stages["load"]["shards_done"] == 3 and "tables" in stages["index"]
+    (tmp_path / "never-ingested").mkdir()
     assert main(["resume", "--data-dir", str(tmp_path / "never-ingested")]) == 2
     assert "no ingest was started" in capsys.readouterr().err
 
 
 def test_status_json_shape(tmp_path, server, capsys):
     data_dir = tmp_path / "d"
+    data_dir.mkdir()
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == {"total": 0, "valid": 0, "rejected": 0}
     ingest(IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5))

@@ -133,7 +133,11 @@ def test_cli_refine(built, capsys, monkeypatch):
     assert {"prompt", "tokens", "drawn_from"} == set(out["variants"][0])
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "refiner: offline" in text and "drawn from: #" in text and "neighbours (6)" in text
+    assert (
+        "refiner: offline" in text
+        and "drawn from: #" in text
+        and "neighbours (6; cosine distance, lower is closer)" in text
+    )
     assert main([*args, "--llm", "openai"]) == 2
     assert "PROMPTLAKE_LLM_BASE_URL" in capsys.readouterr().err
 
