@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pyarrow as pa
 
+from promptlake.storage import knn
 from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.embedded import open_engine, warm_up
 from promptlake.storage.hits import Filters, Hit, StoreError, lineage
@@ -105,6 +106,8 @@ def _in_turn(method: F) -> F:
 
 class Store:
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
+
+    knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/knn.py)
 
     def __init__(
         self,
@@ -259,33 +262,53 @@ class Store:
     def search(
         self, name: str, vector: list[float], k: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """The ``k`` nearest rows of table ``name``; with filters, still ``k`` when ``k`` match
-        (an HNSW index post-filters, so a short answer is redone exactly)."""
+        """The ``k`` nearest rows of table ``name``; with filters, still ``k`` when ``k`` match:
+        the dialect plans how the filter meets the vector index (storage/knn.py), and an
+        approximate answer that comes back short is redone exactly."""
         self._check_table(name)
         if not 1 <= k <= 10_000:
             raise StoreError(f"k must be between 1 and 10000, got {k}")
         filters = filters or Filters()
-        hits = self._knn(name, vector, k, filters, exact=False)
-        if filters.active and len(hits) < k:
-            hits = self._knn(name, vector, k, filters, exact=True)
+        if not filters.active:
+            return self._knn(name, vector, k, filters, {})
+        plan = self._plan(name, k, filters, len(vector))
+        if plan.empty:
+            return []
+        hits = self._knn(name, vector, k, filters, plan.settings)
+        if not plan.exact and len(hits) < k:
+            hits = self._knn(name, vector, k, filters, knn.EXACT)
         return hits
 
+    def _plan(self, name: str, k: int, filters: Filters, dim: int) -> knn.KnnPlan:
+        """Ask the engine what ``filters`` keep of table ``name`` (as little as decides)."""
+        if not self.dialect.plans_filters:
+            return knn.KnnPlan()
+        where, params = filters.sql()
+        table = self.table(name)
+        estimate = self.client.query(
+            f"EXPLAIN ESTIMATE SELECT 1 FROM {table}{where}", parameters=params
+        ).result_rows  # database, table, parts, rows, marks: what the sort key leaves to scan
+        rows, marks = (sum(int(r[i]) for r in estimate) for i in (3, 4))
+
+        def count() -> tuple[int, int]:
+            sql = f"SELECT (SELECT count() FROM {table}), count() FROM {table}{where}"
+            total, matches = self.client.query(sql, parameters=params).result_rows[0]
+            return int(total), int(matches)
+
+        return knn.plan(knn.FilterShape(rows, marks), k, dim, count, self.knn_tuning)
+
     def _knn(
-        self, name: str, vector: list[float], k: int, filters: Filters, exact: bool
+        self, name: str, vector: list[float], k: int, filters: Filters, settings: dict[str, Any]
     ) -> list[Hit]:
         where, params = filters.sql()
         dist = self.dialect.distance(TABLES[name], "{q:Array(Float32)}")
-        if exact:
-            settings = " SETTINGS use_skip_indexes = 0"
-        else:
-            settings = self.dialect.filtered_search_settings(8) if filters.active else ""
         sql = (
             f"SELECT id, prompt, url, {dist} AS distance, source_site, width, height, origin, "
             "parent_ids, trigger, toString(created_at) "
-            f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}{settings}"
+            f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}"
         )
         rows = self.client.query(
-            sql, parameters={**params, "q": list(map(float, vector)), "k": k}
+            sql, parameters={**params, "q": list(map(float, vector)), "k": k}, settings=settings
         ).result_rows
         return [Hit(*r[:3], float(r[3]), *r[4:8], extra=lineage(*r[7:])) for r in rows]
 
