@@ -172,9 +172,13 @@ def test_a_broad_filter_on_the_sort_key_is_answered_by_the_index(store):
     answered by the index: the search reads a fraction of those rows' vectors, if any."""
     n = 20_000
     rng = np.random.default_rng(3)
-    centers = rng.normal(size=(20, DIM))
+    centers = rng.normal(size=(20, DIM))  # 20 clusters of 1000 consecutive ids
     vecs = centers[np.arange(n) // 1000] + 0.05 * rng.normal(size=(n, DIM))
     table, vecs, meta = _meta_rows(n, vecs=vecs)
+    for size in ("width", "height"):  # one size: a site's rows lie in id order, a cluster's
+        table = table.set_column(  # in one or two granules
+            table.schema.get_field_index(size), size, pa.array([512] * n, pa.uint32())
+        )
     store.load_shard("prompts", "00000", table)
     store.build_index("prompts", DIM, IndexParams(quantization="f32"))
     store.knn_tuning = KnnTuning(exact_scan_values=DIM * 2048)  # a 512-d store's proportions
@@ -223,6 +227,29 @@ def test_the_plan_of_each_filter_shape():
     assert none.empty
     big_k = knn.plan(knn.FilterShape(900_000, 879), 1000, 512, counted(900_000, 9_000))
     assert big_k.exact  # 200,000 candidates per part: the scan is cheaper
+
+
+def test_the_first_index_build_merges_the_parts_a_later_one_keeps_them(store):
+    """One HNSW graph per table after the first build, not one per loaded part; a build after
+    more loads does not merge the indexed part again (its new rows were indexed on insert)."""
+    for i in range(3):
+        store.load_shard("prompts", f"0000{i}", _rows(100, f"0000{i}", seed=i)[0])
+    assert _parts(store) > 1  # (background merges may have joined some)
+    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
+    assert _parts(store) == 1
+    table, vecs = _rows(100, "00009", seed=9)
+    store.load_shard("prompts", "00009", table)
+    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
+    assert _parts(store) == 2
+    assert store.search("prompts", vecs[5].tolist(), k=1)[0].id == "00009-5"
+
+
+def _parts(store) -> int:
+    sql = (
+        "SELECT count() FROM system.parts WHERE database = {db:String} AND table = 'prompts' "
+        "AND active"
+    )
+    return int(store.client.query(sql, parameters={"db": store.db}).result_rows[0][0])
 
 
 def test_values_are_bound_not_pasted(store):
