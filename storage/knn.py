@@ -6,16 +6,18 @@ And when the sort key narrows a filter to some granules of a part, the engine sk
 index and scans those granules exactly, whatever ``vector_search_filter_strategy`` says: fast for
 a selective filter, slow for a broad one (a quarter of 900k rows: ~120 ms). So a filtered search
 first asks the engine what its filter keeps — the sort key's estimate of the rows an exact scan
-reads (``EXPLAIN ESTIMATE``, ~1 ms), then, unless that settles it, a count — and picks:
+reads (``EXPLAIN ESTIMATE``, ~1 ms), then, unless that settles it, a count — and runs the
+cheaper of:
 
-- exact, when the scan is small: a selective filter on the sort key, or a handful of matches
-  (each lies in one granule, and the scan skips granules without one);
-- the index, with the primary key switched off so the engine does not scan instead, fetching
-  about twice as many candidates per part as the filter's share needs to keep k of them
-  (``vector_search_index_fetch_multiplier``), the engine's cap on candidates raised to match.
+- an exact scan: its cost grows with the vector values it reads (the sort key's granules, or
+  one granule per match at most: the scan skips granules without one);
+- the index, with the primary key switched off so that the engine does not scan instead,
+  fetching about twice as many candidates per part as the filter's share needs to keep k of
+  them (``vector_search_index_fetch_multiplier``, the engine's cap on candidates raised to
+  match): its cost grows with those candidates.
 
 A post-filtered answer that still comes back short is redone exactly by the store: k rows
-whenever k rows match. Measured in benchmarks/search.py.
+whenever k rows match. The costs are measured in benchmarks/search.py.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ ENGINE_CANDIDATE_CAP = 1000  # max_limit_for_vector_search_queries' default
 
 @dataclass(frozen=True)
 class KnnTuning:
-    """Where the exact scan stops paying: ``exact_scan_values`` vector values (rows x
-    dimensions) scan in about the time the index takes with a filter's extra candidates (20M:
-    40k rows of 512-d, ~10 ms on two cores); ``safety`` is how many times the candidates a
-    filter's share needs on average the index fetches; past ``max_candidates`` per part (a
-    large k with a narrow filter) the exact scan wins."""
+    """The two costs in vector values (rows x dimensions) an exact scan reads in the same time:
+    an index search costs ``index_values`` plus ``candidate_values`` per candidate it fetches
+    (measured at 900k 512-d rows on two cores: ~6k rows, plus ~9 per candidate). The index
+    fetches ``safety`` times the candidates a filter's share needs on average; past
+    ``max_candidates`` per part (a large k with a narrow filter) the scan is taken."""
 
-    exact_scan_values: int = 20_000_000
+    index_values: int = 3_000_000
+    candidate_values: int = 4_500
     safety: float = 2.0
     max_candidates: int = 20_000
 
@@ -71,21 +74,25 @@ def plan(
 ) -> KnnPlan:
     """The plan for a filter of ``shape``; ``count`` gives (rows in the table, rows that match)
     and is called only when the estimate does not decide."""
-    if shape.scan_rows * dim <= tuning.exact_scan_values:
-        return KnnPlan(EXACT, exact=True)
+    if shape.scan_rows * dim <= tuning.index_values:
+        return KnnPlan(EXACT, exact=True)  # cheaper than any index search
     total, matches = count()
     if matches == 0:
         return KnnPlan(exact=True, empty=True)
-    per_granule = shape.scan_rows / max(shape.marks, 1)
-    if min(shape.scan_rows, matches * per_granule) * dim <= tuning.exact_scan_values:
-        return KnnPlan(EXACT, exact=True)  # few matches, scattered: one granule each at most
     multiplier = math.ceil(tuning.safety * total / matches)
-    if multiplier > ENGINE_MAX_MULTIPLIER or k * multiplier > tuning.max_candidates:
+    candidates = k * multiplier
+    per_granule = shape.scan_rows / max(shape.marks, 1)
+    scan = min(shape.scan_rows, matches * per_granule) * dim
+    if (
+        multiplier > ENGINE_MAX_MULTIPLIER
+        or candidates > tuning.max_candidates
+        or scan <= tuning.index_values + tuning.candidate_values * candidates
+    ):
         return KnnPlan(EXACT, exact=True)
     settings = {
         "use_primary_key": 0,  # else a filter on the sort key turns the search into a scan
         "vector_search_filter_strategy": "postfilter",
         "vector_search_index_fetch_multiplier": multiplier,
-        "max_limit_for_vector_search_queries": max(ENGINE_CANDIDATE_CAP, k * multiplier),
+        "max_limit_for_vector_search_queries": max(ENGINE_CANDIDATE_CAP, candidates),
     }
     return KnnPlan(settings)

@@ -148,7 +148,10 @@ def test_filtered_knn_contract(store, path):
     table, vecs, meta = _meta_rows(4000)
     store.load_shard("prompts", "00000", table)
     store.build_index("prompts", DIM, IndexParams(quantization="f32"))
-    forced = {"index": KnnTuning(exact_scan_values=0), "exact": KnnTuning(safety=1e9)}
+    forced = {
+        "index": KnnTuning(index_values=0, candidate_values=0),
+        "exact": KnnTuning(safety=1e9),
+    }
     store.knn_tuning = forced.get(path, KnnTuning())
     queries = np.random.default_rng(7).normal(size=(5, DIM))
     for filters, keep in FILTER_KINDS:
@@ -181,7 +184,7 @@ def test_a_broad_filter_on_the_sort_key_is_answered_by_the_index(store):
         )
     store.load_shard("prompts", "00000", table)
     store.build_index("prompts", DIM, IndexParams(quantization="f32"))
-    store.knn_tuning = KnnTuning(exact_scan_values=DIM * 2048)  # a 512-d store's proportions
+    store.knn_tuning = KnnTuning(index_values=DIM * 6_000, candidate_values=DIM * 9)  # at 512-d
     before = _selected_bytes(store)
     hits = store.search("prompts", centers[7].tolist(), k=10, filters=Filters(source_site="lexica"))
     read = _selected_bytes(store) - before
@@ -197,59 +200,37 @@ def _selected_bytes(store) -> int:
 
 
 def test_the_plan_of_each_filter_shape():
-    """Exact when the sort key leaves few rows to scan or few rows match; else the index with
-    candidates for the filter's share (the engine's cap raised to match); no query when no row
-    matches. ``count`` is asked only when the estimate does not decide."""
+    """The cheaper of an exact scan (the sort key's rows, or a granule per match at most) and
+    the index with candidates for the filter's share (the engine's cap raised to match); no
+    query when no row matches. ``count`` is asked only when the estimate does not decide."""
+    asked = []
 
-    def counted(total, matches):
+    def shape(rows, marks, total, matches, k=10):
         def count():
-            asked.append(1)
+            asked.append((total, matches))
             return total, matches
 
-        return count
+        return knn.plan(knn.FilterShape(rows, marks), k, 512, count)
 
-    asked = []
-    narrow_key = knn.plan(knn.FilterShape(9_216, 9), 10, 512, counted(900_000, 9_000))
-    assert narrow_key.exact and narrow_key.settings == knn.EXACT and not asked
-    broad_key = knn.plan(knn.FilterShape(225_280, 220), 10, 512, counted(900_000, 225_000))
+    tiny_range = shape(4_096, 4, 900_000, 4_000)
+    assert tiny_range.exact and tiny_range.settings == knn.EXACT and not asked
+    narrow_key = shape(9_216, 9, 900_000, 9_000)  # 1% on the sort key: 9 granules to scan
+    assert narrow_key.exact and asked == [(900_000, 9_000)]
+    broad_key = shape(225_280, 220, 900_000, 225_000)  # 25% on the sort key
     assert not broad_key.exact and broad_key.settings == {
         "use_primary_key": 0,
         "vector_search_filter_strategy": "postfilter",
         "vector_search_index_fetch_multiplier": 8,
         "max_limit_for_vector_search_queries": 1000,
     }
-    scattered = knn.plan(knn.FilterShape(900_000, 879), 10, 512, counted(900_000, 9_000))
+    most = shape(893_856, 873, 900_000, 890_905)
+    assert most.settings["vector_search_index_fetch_multiplier"] == 3
+    scattered = shape(900_000, 879, 900_000, 9_000)  # 1%, spread over every granule
     assert scattered.settings["vector_search_index_fetch_multiplier"] == 200
     assert scattered.settings["max_limit_for_vector_search_queries"] == 2000
-    few = knn.plan(knn.FilterShape(900_000, 879), 10, 512, counted(900_000, 12))
-    assert few.exact  # 12 granules at most
-    none = knn.plan(knn.FilterShape(900_000, 879), 10, 512, counted(900_000, 0))
-    assert none.empty
-    big_k = knn.plan(knn.FilterShape(900_000, 879), 1000, 512, counted(900_000, 9_000))
-    assert big_k.exact  # 200,000 candidates per part: the scan is cheaper
-
-
-def test_the_first_index_build_merges_the_parts_a_later_one_keeps_them(store):
-    """One HNSW graph per table after the first build, not one per loaded part; a build after
-    more loads does not merge the indexed part again (its new rows were indexed on insert)."""
-    for i in range(3):
-        store.load_shard("prompts", f"0000{i}", _rows(100, f"0000{i}", seed=i)[0])
-    assert _parts(store) > 1  # (background merges may have joined some)
-    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
-    assert _parts(store) == 1
-    table, vecs = _rows(100, "00009", seed=9)
-    store.load_shard("prompts", "00009", table)
-    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
-    assert _parts(store) == 2
-    assert store.search("prompts", vecs[5].tolist(), k=1)[0].id == "00009-5"
-
-
-def _parts(store) -> int:
-    sql = (
-        "SELECT count() FROM system.parts WHERE database = {db:String} AND table = 'prompts' "
-        "AND active"
-    )
-    return int(store.client.query(sql, parameters={"db": store.db}).result_rows[0][0])
+    assert shape(900_000, 879, 900_000, 12).exact  # 12 granules at most
+    assert shape(900_000, 879, 900_000, 0).empty
+    assert shape(900_000, 879, 900_000, 9_000, k=1000).exact  # 200,000 candidates per part
 
 
 def test_values_are_bound_not_pasted(store):
