@@ -96,3 +96,24 @@ def plan(
         "max_limit_for_vector_search_queries": max(ENGINE_CANDIDATE_CAP, candidates),
     }
     return KnnPlan(settings)
+
+
+def plan_search(
+    rows: Callable[[str], list[tuple]],
+    table: str,
+    where: str,
+    k: int,
+    dim: int,
+    tuning: KnnTuning = KnnTuning(),
+) -> KnnPlan:
+    """The plan for a k-NN search of ``table`` filtered by ``where``, from what the engine says
+    of it; ``rows`` runs a query with the filter's values bound."""
+    estimate = rows(f"EXPLAIN ESTIMATE SELECT 1 FROM {table}{where}")  # db, table, parts,
+    scan_rows, marks = (sum(int(r[i]) for r in estimate) for i in (3, 4))  # rows, marks
+
+    def count() -> tuple[int, int]:
+        sql = f"SELECT (SELECT count() FROM {table}), count() FROM {table}{where}"
+        total, matches = rows(sql)[0]
+        return int(total), int(matches)
+
+    return plan(FilterShape(scan_rows, marks), k, dim, count, tuning)

@@ -292,22 +292,15 @@ class Store:
         return hits
 
     def _plan(self, name: str, k: int, filters: Filters, dim: int) -> knn.KnnPlan:
-        """Ask the engine what ``filters`` keep of table ``name`` (as little as decides)."""
+        """How a search of table ``name`` with ``filters`` runs (storage/knn.py)."""
         if not self.dialect.plans_filters:
             return knn.KnnPlan()
         where, params = filters.sql()
-        table = self.table(name)
-        estimate = self.client.query(
-            f"EXPLAIN ESTIMATE SELECT 1 FROM {table}{where}", parameters=params
-        ).result_rows  # database, table, parts, rows, marks: what the sort key leaves to scan
-        rows, marks = (sum(int(r[i]) for r in estimate) for i in (3, 4))
 
-        def count() -> tuple[int, int]:
-            sql = f"SELECT (SELECT count() FROM {table}), count() FROM {table}{where}"
-            total, matches = self.client.query(sql, parameters=params).result_rows[0]
-            return int(total), int(matches)
+        def rows(sql: str) -> list[tuple]:
+            return self.client.query(sql, parameters=params).result_rows
 
-        return knn.plan(knn.FilterShape(rows, marks), k, dim, count, self.knn_tuning)
+        return knn.plan_search(rows, self.table(name), where, k, dim, self.knn_tuning)
 
     def _knn(
         self, name: str, vector: list[float], k: int, filters: Filters, settings: dict[str, Any]
