@@ -19,6 +19,8 @@ class ClickHouseDialect:
     """ClickHouse >= 25.8 (and chDB): cosineDistance and the vector_similarity index."""
 
     name = "clickhouse"
+    # its HNSW index post-filters: a filtered search is planned first (storage/knn.py)
+    plans_filters = True
 
     def distance(self, column: str, param: str) -> str:
         return f"cosineDistance({column}, {param})"
@@ -30,15 +32,6 @@ class ClickHouseDialect:
             f"TYPE vector_similarity({spec}) GRANULARITY 100000000",
             f"ALTER TABLE {table} MATERIALIZE INDEX {column}_idx SETTINGS mutations_sync = 2",
         ]
-
-    def filtered_search_settings(self, multiplier: int) -> str:
-        """Fetch more index candidates when a filter will drop some (HNSW post-filters)."""
-        # 'auto' pre-filters (an exact scan of the matching rows) when the filter hits the sort
-        # key; post-filtering the index with a larger candidate list stays fast at 900k rows
-        return (
-            " SETTINGS vector_search_filter_strategy = 'postfilter', "
-            f"vector_search_index_fetch_multiplier = {int(multiplier)}"
-        )
 
     def index_status(self) -> str:
         """SQL listing a table's vector indexes; binds {db:String} and {table:String}."""
@@ -53,6 +46,7 @@ class MyScaleDialect(ClickHouseDialect):
     """MyScale: distance(), ADD VECTOR INDEX (MSTG on MyScale Cloud, SCANN on MyScaleDB)."""
 
     name = "myscale"
+    plans_filters = False  # MyScale pre-filters its vector indexes itself
 
     def __init__(self, index_type: str = "MSTG") -> None:
         if index_type not in ("MSTG", "SCANN"):
@@ -61,9 +55,6 @@ class MyScaleDialect(ClickHouseDialect):
 
     def distance(self, column: str, param: str) -> str:
         return f"distance({column}, {param})"
-
-    def filtered_search_settings(self, multiplier: int) -> str:
-        return ""  # MyScale pre-filters its vector indexes
 
     def add_index(self, table: str, column: str, dim: int, p: IndexParams) -> list[str]:
         return [

@@ -13,8 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from promptlake.storage.dialects import IndexParams, MyScaleDialect
+from promptlake.storage import knn
+from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
 from promptlake.storage.hits import StoreUnavailable
+from promptlake.storage.knn import KnnTuning
 from promptlake.storage.store import Filters, StoreError, open_store, parse_store_url
 from promptlake.storage.vectors import ModelMismatch
 
@@ -91,6 +93,146 @@ def test_filters_still_return_k_hits(store):
     assert nothing == []
 
 
+def _meta_rows(n: int, seed: int = 0, vecs: np.ndarray | None = None):
+    """Rows whose metadata gives every filter kind a broad and a narrow value, none of it tied
+    to the vectors; returns the table, the vectors and the metadata for the ground truth."""
+    rng = np.random.default_rng(seed)
+    if vecs is None:
+        centers = rng.normal(size=(8, DIM))
+        vecs = centers[rng.integers(0, 8, n)] + 0.5 * rng.normal(size=(n, DIM))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    meta = {
+        "source_site": rng.choice(["lexica", "civitai", "rare"], n, p=[0.49, 0.49, 0.02]),
+        "origin": np.where(rng.random(n) < 0.02, "feedback", "dataset"),
+        "width": rng.choice([512, 768, 1024, 2048], n, p=[0.5, 0.25, 0.23, 0.02]),
+        "height": rng.choice([512, 768, 1024, 2048], n, p=[0.5, 0.25, 0.23, 0.02]),
+    }
+    ids = [f"m{i:05d}" for i in range(n)]
+    table = pa.table(
+        {
+            "id": ids,
+            "prompt": ids,
+            "url": ids,
+            "width": pa.array(meta["width"], pa.uint32()),
+            "height": pa.array(meta["height"], pa.uint32()),
+            "source_site": meta["source_site"],
+            "origin": meta["origin"],
+            "shard": ["00000"] * n,
+            "model": ["test-model@1"] * n,
+            "prompt_vector": pa.array(list(vecs), pa.list_(pa.float32())),
+        }
+    )
+    return table, vecs, meta
+
+
+# each filter kind, broad and narrow: the filter, and the rows it keeps
+FILTER_KINDS = [
+    (Filters(source_site="lexica"), lambda m: m["source_site"] == "lexica"),
+    (Filters(source_site="rare"), lambda m: m["source_site"] == "rare"),
+    (Filters(origin="dataset"), lambda m: m["origin"] == "dataset"),
+    (Filters(origin="feedback"), lambda m: m["origin"] == "feedback"),
+    (Filters(min_width=768), lambda m: m["width"] >= 768),
+    (Filters(min_width=2048), lambda m: m["width"] >= 2048),
+    (Filters(min_height=1024), lambda m: m["height"] >= 1024),
+    (Filters(min_height=2048), lambda m: m["height"] >= 2048),
+    (Filters(source_site="civitai", min_width=1024), lambda m: (m["source_site"] == "civitai")
+     & (m["width"] >= 1024)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["planned", "index", "exact"])
+def test_filtered_knn_contract(store, path):
+    """Every filter kind, broad and narrow, through each way a filtered search can run (as
+    planned; forced through the index's post-filter; forced exact): k rows whenever k rows
+    match (all of them when fewer do), each matching, nearest first, the true neighbours."""
+    table, vecs, meta = _meta_rows(4000)
+    store.load_shard("prompts", "00000", table)
+    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
+    forced = {
+        "index": KnnTuning(index_values=0, candidate_values=0),
+        "exact": KnnTuning(safety=1e9),
+    }
+    store.knn_tuning = forced.get(path, KnnTuning())
+    queries = np.random.default_rng(7).normal(size=(5, DIM))
+    for filters, keep in FILTER_KINDS:
+        mask = keep(meta)
+        for k in (10, int(mask.sum()) + 5):
+            found = 0.0
+            for q in queries:
+                hits = store.search("prompts", q.tolist(), k=k, filters=filters)
+                assert len(hits) == min(k, mask.sum()), (filters, k)
+                rows = [int(h.id[1:]) for h in hits]
+                assert mask[rows].all(), filters
+                assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+                sims = np.where(mask, vecs @ (q / np.linalg.norm(q)), -2.0)
+                found += len(set(rows) & set(np.argsort(-sims)[:k].tolist())) / len(rows)
+            assert found / len(queries) >= (1.0 if path == "exact" else 0.9), (filters, k)
+
+
+def test_a_broad_filter_on_the_sort_key_is_answered_by_the_index(store):
+    """A filter on the sort key makes the engine scan the rows it keeps rather than use the
+    vector index, whatever the filter strategy asks; a broad filter (half of the rows) must be
+    answered by the index: the search reads a fraction of those rows' vectors, if any."""
+    n = 20_000
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(20, DIM))  # 20 clusters of 1000 consecutive ids
+    vecs = centers[np.arange(n) // 1000] + 0.05 * rng.normal(size=(n, DIM))
+    table, vecs, meta = _meta_rows(n, vecs=vecs)
+    for size in ("width", "height"):  # one size: a site's rows lie in id order, a cluster's
+        table = table.set_column(  # in one or two granules
+            table.schema.get_field_index(size), size, pa.array([512] * n, pa.uint32())
+        )
+    store.load_shard("prompts", "00000", table)
+    store.build_index("prompts", DIM, IndexParams(quantization="f32"))
+    store.knn_tuning = KnnTuning(index_values=DIM * 6_000, candidate_values=DIM * 9)  # at 512-d
+    before = _selected_bytes(store)
+    hits = store.search("prompts", centers[7].tolist(), k=10, filters=Filters(source_site="lexica"))
+    read = _selected_bytes(store) - before
+    assert len(hits) == 10 and all(h.source_site == "lexica" for h in hits)
+    assert {int(h.id[1:]) // 1000 for h in hits} == {7}
+    vectors = int((meta["source_site"] == "lexica").sum()) * DIM * 4
+    assert read < vectors / 2, f"{read} bytes read: the filter's {vectors} bytes of vectors"
+
+
+def _selected_bytes(store) -> int:
+    sql = "SELECT value FROM system.events WHERE event = 'SelectedBytes'"
+    return int(store.client.query(sql).result_rows[0][0])
+
+
+def test_the_plan_of_each_filter_shape():
+    """The cheaper of an exact scan (the sort key's rows, or a granule per match at most) and
+    the index with candidates for the filter's share (the engine's cap raised to match); no
+    query when no row matches. ``count`` is asked only when the estimate does not decide."""
+    asked = []
+
+    def shape(rows, marks, total, matches, k=10):
+        def count():
+            asked.append((total, matches))
+            return total, matches
+
+        return knn.plan(knn.FilterShape(rows, marks), k, 512, count)
+
+    tiny_range = shape(4_096, 4, 900_000, 4_000)
+    assert tiny_range.exact and tiny_range.settings == knn.EXACT and not asked
+    narrow_key = shape(9_216, 9, 900_000, 9_000)  # 1% on the sort key: 9 granules to scan
+    assert narrow_key.exact and asked == [(900_000, 9_000)]
+    broad_key = shape(225_280, 220, 900_000, 225_000)  # 25% on the sort key
+    assert not broad_key.exact and broad_key.settings == {
+        "use_primary_key": 0,
+        "vector_search_filter_strategy": "postfilter",
+        "vector_search_index_fetch_multiplier": 8,
+        "max_limit_for_vector_search_queries": 1000,
+    }
+    most = shape(893_856, 873, 900_000, 890_905)
+    assert most.settings["vector_search_index_fetch_multiplier"] == 3
+    scattered = shape(900_000, 879, 900_000, 9_000)  # 1%, spread over every granule
+    assert scattered.settings["vector_search_index_fetch_multiplier"] == 200
+    assert scattered.settings["max_limit_for_vector_search_queries"] == 2000
+    assert shape(900_000, 879, 900_000, 12).exact  # 12 granules at most
+    assert shape(900_000, 879, 900_000, 0).empty
+    assert shape(900_000, 879, 900_000, 9_000, k=1000).exact  # 200,000 candidates per part
+
+
 def test_values_are_bound_not_pasted(store):
     table, vecs = _rows(20, "00000")
     store.load_shard("prompts", "00000", table)
@@ -145,13 +287,8 @@ def test_myscale_sql_text():
         "prompt_vector TYPE MSTG('metric_type=Cosine')"
     )
     assert "system.vector_indices" in d.index_status()
-    assert d.filtered_search_settings(8) == ""  # MyScale pre-filters
-    from promptlake.storage.dialects import ClickHouseDialect
-
-    assert (
-        "vector_search_index_fetch_multiplier = 8"
-        in ClickHouseDialect().filtered_search_settings(8)
-    )
+    assert not d.plans_filters  # MyScale pre-filters; ClickHouse's HNSW post-filters
+    assert ClickHouseDialect().plans_filters
     assert "SCANN" in MyScaleDialect("SCANN").add_index("t", "v", 4, IndexParams())[0]
     with pytest.raises(ValueError, match="MSTG or SCANN"):
         MyScaleDialect("HNSWFLAT")
