@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from promptlake.settings import Settings
+from promptlake.storage import vectors
+from promptlake.storage.layout import DataDir
 from promptlake.tasks.devices import candidate_devices
 
 HELP = (
@@ -92,6 +95,15 @@ def describe_model(name: str) -> ModelInfo | None:
     cfg = json.loads(config.read_text())
     max_tokens = cfg.get("text_config", {}).get("max_position_embeddings", 77)
     return ModelInfo(name, revision, int(cfg.get("projection_dim", 512)), int(max_tokens))
+
+
+def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
+    """The embedding namespace of the configured model (or the newest one)."""
+    known = describe_model(settings.clip_model)
+    found = vectors.current_namespace(data, known.namespace if known else None)
+    if found is None:
+        raise RuntimeError(f"{data.root} has no embeddings yet: run the embed stage first")
+    return found
 
 
 class ClipEncoder:

@@ -24,9 +24,8 @@ from promptlake.storage.layout import DataDir, atomic_path
 from promptlake.storage.markers import Markers
 from promptlake.storage.records import ShardStats
 from promptlake.storage.vectors import list_column
-from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.encoder import current_namespace, get_encoder
 from promptlake.tasks.generate import GenerateOptions, Generator, make_generator
-from promptlake.tasks.load import current_namespace
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.phrases import normalize
 from promptlake.tasks.refine import RefineRequest, Variant, refine

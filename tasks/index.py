@@ -10,7 +10,7 @@ from promptlake.settings import Settings
 from promptlake.storage.dialects import IndexParams
 from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.store import TABLES, Store
-from promptlake.tasks.load import current_namespace
+from promptlake.tasks.encoder import current_namespace
 from promptlake.tasks.turn import store_turn
 
 STAGE = "index"

@@ -9,7 +9,6 @@ import pyarrow.compute as pc
 from prefect import task
 
 from promptlake.settings import Settings, store_url
-from promptlake.storage import vectors
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.markers import Markers
@@ -18,21 +17,12 @@ from promptlake.storage.records import ShardStats
 from promptlake.storage.store import redact_url
 from promptlake.storage.vectors import list_column, read_vectors
 from promptlake.tasks.embed import embed_markers
-from promptlake.tasks.encoder import describe_model
+from promptlake.tasks.encoder import current_namespace
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.turn import store_turn
 
 STAGE = "load"
-
-
-def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
-    """The embedding namespace of the configured model (or the newest one)."""
-    known = describe_model(settings.clip_model)
-    found = vectors.current_namespace(data, known.namespace if known else None)
-    if found is None:
-        raise RuntimeError(f"{data.root} has no embeddings yet: run the embed stage first")
-    return found
 
 
 def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = False) -> ShardStats:

@@ -12,12 +12,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from prefect import task
-
 from promptlake.settings import Settings
 from promptlake.storage.layout import DataDir
 from promptlake.storage.store import Filters, Hit, StoreError
 from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.lazy import prefect_tasks
 from promptlake.tasks.llm import ChatClient, ChatConfig, LLMError
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.phrases import TokenBudget, split_phrases
@@ -227,7 +226,9 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     return RefineResult(idea, refiner.name, variants, hits, exact)
 
 
-@task(name="refine")
-def refine_task(req: RefineRequest, settings: Settings) -> RefineResult:
+def _refine_task(req: RefineRequest, settings: Settings) -> RefineResult:
     """Prefect task: one refine (LLM errors are not retried blindly: the client retried)."""
     return refine(req, DataDir(settings.data_dir), settings)
+
+
+__getattr__ = prefect_tasks(__name__, refine_task=(_refine_task, {"name": "refine"}))

@@ -8,7 +8,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-from prefect import task
 
 from promptlake.settings import Settings
 from promptlake.storage import vectors
@@ -16,10 +15,10 @@ from promptlake.storage.hits import LoggedSearch
 from promptlake.storage.layout import DataDir
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
 from promptlake.storage.vectors import ModelMismatch
-from promptlake.tasks.encoder import ClipEncoder, get_encoder
+from promptlake.tasks.encoder import ClipEncoder, current_namespace, get_encoder
 from promptlake.tasks.fetcher import Fetcher
 from promptlake.tasks.imaging import process_image
-from promptlake.tasks.load import current_namespace
+from promptlake.tasks.lazy import prefect_tasks
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.turn import store_turn
 
@@ -165,7 +164,9 @@ def run(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) ->
     return search(req, data, settings)
 
 
-@task(name="search")
-def search_task(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:
+def _search_task(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:
     """Prefect task: ``run``."""
     return run(req, settings, use_metadata=use_metadata)
+
+
+__getattr__ = prefect_tasks(__name__, search_task=(_search_task, {"name": "search"}))

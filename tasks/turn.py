@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Iterator
-
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
-from prefect.runtime import flow_run
 
 from promptlake.settings import Settings, store_url
 from promptlake.storage.store import Store, open_store
@@ -22,7 +19,7 @@ from promptlake.storage.turn_files import command_line, say_on_stderr
 def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator[Store]:
     """Hold the configured store for one unit of work (``unit`` names it for those waiting;
     ``long``: it may take minutes). Load models and read files before, not inside."""
-    run_id = flow_run.get_id()
+    run_id = _flow_run_id()
     store = open_store(store_url(settings))
     with store.turn(
         unit,
@@ -34,9 +31,21 @@ def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator
         yield store
 
 
+def _flow_run_id() -> str | None:
+    """This process's flow run, if any. A process that never imported Prefect (a CLI search or
+    refine: see tasks/lazy.py) runs no flow, and does not pay for importing it here."""
+    if "prefect" not in sys.modules:
+        return None
+    from prefect.runtime import flow_run
+
+    return flow_run.get_id()
+
+
 @functools.lru_cache(maxsize=64)
 def _run_name(run_id: str) -> str:
     """``flow run 'name' (flow)``; outside a flow's own context this asks the API, once."""
+    from prefect.runtime import flow_run
+
     try:
         return f"flow run {flow_run.get_name()!r} ({flow_run.get_flow_name()})"
     except Exception:  # the API is unreachable: the id still says which run
@@ -44,6 +53,12 @@ def _run_name(run_id: str) -> str:
 
 
 def _say(line: str) -> None:
+    if "prefect" not in sys.modules:
+        say_on_stderr(line)
+        return
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
     try:
         get_run_logger().warning(line)
     except MissingContextError:

@@ -1,6 +1,9 @@
 """load, index and search on embedded chDB, with vectors from the tiny CLIP."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +91,40 @@ def test_cli_search_json_and_table(data, built, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "1. 0.0000" in out and "e0" in out
     assert main(["search", "--data-dir", str(data.root)]) == 2
+
+
+def test_a_cold_cli_search_imports_only_what_it_needs(data, built):
+    """A CLI search in a new process finds its hit without importing Prefect (~1 s of a cold
+    search: the flows' task wrappers are built on first use, tasks/lazy.py)."""
+    _s, shards = built
+    prompt = read_shard(data, shards[0])["prompt"][0].as_py()
+    env = {**os.environ, "PROMPTLAKE_PRECISION": "fp32"}
+    env.pop("PROMPTLAKE_CLIP_MODEL", None)  # the data dir says which model
+    argv = ["-X", "importtime", "-m", "promptlake.cli", "search", prompt, "-k", "1", "--json"]
+    done = subprocess.run(
+        [sys.executable, *argv, "--data-dir", str(data.root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)[0]["id"] == "e0"
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "torch" in imported and "chdb" in imported  # the line parsing sees what it should
+    assert not {m for m in imported if m.split(".")[0] == "prefect"}
+
+
+def test_flows_get_the_prefect_tasks():
+    from prefect import Task
+
+    from promptlake.tasks.refine import refine_task
+    from promptlake.tasks.search import search_task
+
+    assert isinstance(search_task, Task) and search_task.name == "search"
+    assert isinstance(refine_task, Task) and refine_task.name == "refine"
+    from promptlake.tasks import search as module
+
+    assert module.search_task is search_task  # built once, then a plain module attribute
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        module.nothing  # noqa: B018

@@ -16,8 +16,7 @@ from PIL import Image
 from promptlake.settings import Settings, get_settings
 from promptlake.storage.hits import Hit, StoreBusy
 from promptlake.storage.layout import DataDir
-from promptlake.tasks.encoder import get_encoder
-from promptlake.tasks.load import current_namespace
+from promptlake.tasks.encoder import current_namespace, get_encoder
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.refine import RefineRequest, refine
 from promptlake.tasks.search import SearchRequest, image_vectors, query_settings, search
