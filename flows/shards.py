@@ -20,6 +20,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from tqdm.auto import tqdm
 
 from promptlake import terminal
+from promptlake.flows.runlog import quiet_completions, shard_done, shard_failed
 from promptlake.storage.records import ShardStats
 from promptlake.tasks import stop
 
@@ -66,7 +67,7 @@ class ProcessRunner(ProcessPoolTaskRunner):
     shards: what they wrote is whole (outputs first, markers last), the rest runs next time."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        super().__init__(max_workers=max_workers, initializer=stop.ignore_interrupts)
+        super().__init__(max_workers=max_workers, initializer=_init_worker)
 
     def submit(self, task: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         with stop.sigint_blocked():  # its helper threads, and the workers they start, inherit it
@@ -78,6 +79,11 @@ class ProcessRunner(ProcessPoolTaskRunner):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         super().__exit__(exc_type, exc_value, traceback)
+
+
+def _init_worker() -> None:
+    stop.ignore_interrupts()
+    quiet_completions()
 
 
 def end_processes(procs: list[Any], grace: float = 2.0) -> None:
@@ -126,6 +132,7 @@ def run_pipeline(
     results = [StageResult(st.task.name) for st in stages]
     if not shards:
         return results
+    quiet_completions()
     queues = [deque(shards)] + [deque() for _ in stages[1:]]
     running: dict[PrefectFuture, tuple[int, str]] = {}
     bars = [
@@ -174,13 +181,20 @@ class Progress:
     that holds up the run loop)."""
 
     def __init__(self, stage: str, total: int) -> None:
-        self.total, self.shown = total, 0
-        self.id = create_progress_artifact(0.0, description=f"{stage}: shards finished")
+        self.stage, self.total, self.shown = stage, total, 0
+        # a key (one per stage) lists it on the UI's Artifacts page, each run a new version
+        self.id = create_progress_artifact(0.0, key=f"{stage}-progress", description=self._say(0))
+
+    def _say(self, finished: int) -> str:
+        percent = 100 * finished // self.total
+        return f"{self.stage}: {finished:,} of {self.total:,} shards finished ({percent}%)"
 
     def show(self, finished: int) -> None:
         percent = 100 * finished // self.total
         if percent > self.shown:  # 100 once all are finished
-            update_progress_artifact(self.id, 100.0 * finished / self.total)
+            update_progress_artifact(
+                self.id, 100.0 * finished / self.total, description=self._say(finished)
+            )
             self.shown = percent
 
 
@@ -201,10 +215,13 @@ def _finished(finished: queue.Queue[PrefectFuture]) -> list[PrefectFuture]:
 def _collect(fut: PrefectFuture, shard: str, result: StageResult) -> bool:
     try:
         result.done[shard] = fut.result()
-        return True
     except Exception as exc:  # the task failed after its retries: the shard is failed
         result.failed[shard] = f"{type(exc).__name__}: {exc}"[:500]
+        shard_failed(result.stage, shard, result.failed[shard])
         return False
+    if isinstance(result.done[shard], ShardStats):
+        shard_done(result.done[shard])
+    return True
 
 
 def publish_summary(results: list[StageResult], key: str) -> None:

@@ -1,8 +1,12 @@
 """The ingest flow on a real Prefect server (the test harness)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from PIL import Image
 from prefect.client.orchestration import get_client
 
 from promptlake.cli import main
@@ -79,8 +83,10 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert sorted(slowest) == [
         (stage, s) for stage in ("embed", "fetch", "load") for s in ("00000", "00001", "00002")
     ]
-    progress = [a for a in arts if a.type == "progress"]
-    assert [float(a.data) for a in progress] == [100.0, 100.0, 100.0]
+    progress = {a.key: a for a in arts if a.type == "progress"}
+    assert sorted(progress) == ["embed-progress", "fetch-progress", "load-progress"]
+    assert [float(a.data) for a in progress.values()] == [100.0, 100.0, 100.0]
+    assert progress["fetch-progress"].description == "fetch: 3 of 3 shards finished (100%)"
 
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
@@ -229,3 +235,30 @@ def test_force_replan_keeps_the_record_and_each_row_once_in_the_store(tmp_path, 
     capsys.readouterr()
     assert main(["resume", "--data-dir", data_dir]) == 0
     assert "resume:   nothing to rerun" in capsys.readouterr().out
+
+
+def test_the_run_log_says_one_line_per_shard(tmp_path, tiny_clip):
+    """The log of a CLI ingest (at INFO, with worker processes): each shard's counts, not
+    Prefect's "Finished in state Completed()" per task run."""
+    rows = []
+    for i in range(12):
+        pic = tmp_path / f"i{i}.png"
+        if i % 4:  # every fourth image is missing: not_found
+            Image.new("RGB", (64, 64), (20 * i, 0, 0)).save(pic)
+        rows.append([f"r{i}", f"prompt number {i}", pic.as_uri(), 64, 64, "s"])
+    src = write_csv(tmp_path / "p.csv", rows)
+    data_dir = tmp_path / "d"
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", "PROMPTLAKE_CLIP_MODEL": tiny_clip}
+    argv = ["ingest", str(src), "--data-dir", str(data_dir), "--shard-size", "5"]
+    argv += ["--allow-file-urls", "--runner", "process"]
+    done = subprocess.run(
+        [sys.executable, "-m", "promptlake.cli", *argv], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (log,) = (data_dir / "logs").glob("ingest-*.log")
+    text = log.read_text()
+    assert "fetch 00000: 5 rows, 3 ok, 2 failed (not_found=2) in" in text
+    assert "embed 00001: 5 rows, 5 ok (image=4, no_image=1, text=5) in" in text
+    assert "load 00002: 2 rows, 2 ok (images=2, prompts=2) in" in text
+    for stage in ("fetch", "embed", "load"):
+        assert f"Task run '{stage}-" not in text  # no per-task-run line for a finished shard
