@@ -117,3 +117,23 @@ def test_forms_lead_with_their_main_field_and_descriptions_survive_html():
         assert "<" not in text, flow_fn.name  # the UI renders descriptions as HTML
     required = parameter_schema(ingest.fn).model_dump()["definitions"]["IngestParams"]
     assert required["required"] == ["source"]
+
+
+def test_the_readme_lists_every_setting():
+    """The README's Configuration table has a row for each field of Settings, and no other."""
+    import re
+    from pathlib import Path
+
+    from promptlake.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for row in table.splitlines():
+        if row.startswith("| `PROMPTLAKE_"):
+            first = row.split("|")[1]
+            named |= {
+                f"PROMPTLAKE_{m}" for m in re.findall(r"`(?:PROMPTLAKE)?_([A-Z0-9_]+)`", first)
+            }
+    fields = {f"PROMPTLAKE_{name.upper()}" for name in Settings.model_fields}
+    assert sorted(fields - named) == [] and sorted(named - fields) == []
