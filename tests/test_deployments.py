@@ -127,7 +127,7 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     good = shard.read_bytes()
     shard.write_bytes(b"broken")  # an infrastructure fault in one shard
     run = _run(params)
-    assert run.state.is_failed() and "fetch: 00001" in run.state.message
+    assert run.state.is_failed() and "failed shards: fetch 00001 (ArrowInvalid" in run.state.message
     before = dict(server.requests)
     shard.write_bytes(good)
     with get_client(sync_client=True) as client:  # the UI's "Retry" button
