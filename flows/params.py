@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from promptlake.settings import Settings, get_settings
 from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.records import STAGES
-from promptlake.storage.store import Filters, parse_store_url
+from promptlake.storage.store import Filters
+from promptlake.storage.store_urls import parse_store_url
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from promptlake.storage.records import (
     PlanManifest,
     ShardStats,
 )
-from promptlake.storage.store import parse_store_url
+from promptlake.storage.store_urls import parse_store_url
 from promptlake.storage.turn_files import Holder, TurnFiles
 from promptlake.storage.vectors import current_namespace, namespaces
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -33,12 +30,12 @@ from promptlake.storage.hits import (
     StoreError,
     hit_from_row,
 )
+from promptlake.storage.store_urls import parse_store_url
 from promptlake.storage.turn_files import Say, command_line, say_on_stderr
 from promptlake.storage.turns import ProcessTurn, process_turn
 from promptlake.storage.vectors import ModelMismatch
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
     source_site LowCardinality(String), origin LowCardinality(String) DEFAULT 'dataset',
     parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
@@ -54,57 +51,6 @@ _ADDED = (
     ("settings", "String DEFAULT '{}'", "tool"),
     ("extra", "String DEFAULT '{}'", "settings"),
 )
-
-
-@dataclass(frozen=True)
-class StoreURL:
-    scheme: str
-    path: str = ""
-    host: str = "localhost"
-    port: int | None = None
-    database: str = "promptlake"
-    user: str | None = None
-    password: str | None = None
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: what logs, markers and the UI may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def parse_store_url(url: str) -> StoreURL:
-    """Split a store URL; chdb:///abs/path, clickhouse://[user:pass@]host[:port][/db]."""
-    parts = urlparse(url)
-    if parts.scheme == "chdb":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
-            raise StoreError(f"chdb URL {url!r} has no path: use chdb:///path/to/store")
-        return StoreURL("chdb", path=path)
-    if parts.scheme in ("clickhouse", "myscale"):
-        shown = redact_url(url)
-        if not parts.hostname:
-            raise StoreError(f"store URL {shown!r} has no host")
-        database = parts.path.strip("/") or "promptlake"
-        if not _IDENTIFIER.fullmatch(database):  # it is formatted into SQL as an identifier
-            raise StoreError(
-                f"database name {database!r} in store URL {shown!r} must be letters, digits and "
-                "underscores, not starting with a digit"
-            )
-        return StoreURL(
-            parts.scheme,
-            host=parts.hostname,
-            port=parts.port,
-            database=database,
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-    raise StoreError(
-        f"unknown store URL {redact_url(url)!r}: use chdb:///path, clickhouse://… or myscale://…"
-    )
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -14,7 +14,7 @@ from promptlake.storage.layout import DataDir, read_json, write_json
 from promptlake.storage.markers import Markers
 from promptlake.storage.planfiles import GENERATION_COLUMNS, read_retired
 from promptlake.storage.records import ShardStats
-from promptlake.storage.store import redact_url
+from promptlake.storage.store_urls import redact_url
 from promptlake.storage.vectors import list_column, read_vectors
 from promptlake.tasks.embed import embed_markers
 from promptlake.tasks.encoder import current_namespace

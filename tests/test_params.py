@@ -11,7 +11,7 @@ from promptlake.flows.ingest import ingest
 from promptlake.flows.params import FeedbackParams, IngestParams, RefineParams, SearchParams
 from promptlake.storage.hits import StoreError
 from promptlake.storage.layout import DataDir
-from promptlake.storage.store import parse_store_url, redact_url
+from promptlake.storage.store_urls import parse_store_url, redact_url
 from tests.conftest import write_csv
 
 SECRET = "s3cret-pw"

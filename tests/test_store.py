@@ -17,7 +17,8 @@ from promptlake.storage import knn
 from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
 from promptlake.storage.hits import StoreUnavailable
 from promptlake.storage.knn import KnnTuning
-from promptlake.storage.store import Filters, StoreError, open_store, parse_store_url
+from promptlake.storage.store import Filters, StoreError, open_store
+from promptlake.storage.store_urls import parse_store_url
 from promptlake.storage.vectors import ModelMismatch
 
 DIM = 16
