@@ -247,6 +247,8 @@ def format_status(report: dict[str, Any]) -> str:
             f"{st['rows_failed']:,} failed"
         )
         for status_name, n in sorted(st["by_status"].items()):
+            if not n:  # a count the stage keeps but nothing had (image_error: 0)
+                continue
             fix = FETCH_FIXES.get(status_name) if stage == "fetch" else None
             lines.append(f"            {status_name}: {n:,}" + (f" ({fix})" if fix else ""))
         lines += [f"  ! {note}" for note in st.get("notes", [])]

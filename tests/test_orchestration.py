@@ -40,7 +40,10 @@ def test_status_of_900_shards_reads_each_marker_once(big, monkeypatch):
     assert report["stages"]["embed"]["model"]["model"] == "tiny"
     assert report["store"] == {"prompts": 897_000, "images": fetch["rows_ok"]}
     assert report["resume"]["stages"]["fetch"]["rerun_failed"] == ["00897", "00898", "00899"]
-    assert "shard 00899 failed: OSError: disk full" in format_status(report)
+    text = format_status(report)
+    assert "shard 00899 failed: OSError: disk full" in text
+    assert report["stages"]["embed"]["by_status"]["image_error"] == 0
+    assert "no_image: " in text and "image_error" not in text  # no line for a zero count
 
 
 @pytest.mark.usefixtures("prefect_server")
