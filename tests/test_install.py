@@ -89,6 +89,9 @@ def test_wheel_installs_under_promptlake_only_and_ingests(tmp_path, tiny_clip):
     _run([*argv, "--runner", "thread"], cwd=work, env=env, timeout=240)
     out = _run([cli, "status", "--data-dir", "d"], cwd=work, env=env).stdout
     assert "store holds 6 prompts, 6 images" in out, out
+    demo = [py, "-m", "promptlake.demo", "--dir", "demo", "-n", "30", "--model", tiny_clip]
+    shown = _run(demo, cwd=work, env=env, timeout=600).stdout  # the installed copy's demo
+    assert "WHAT IS A STAND-IN" in shown and "exact prompt (from the image's a1111" in shown, shown
 
 
 _PROBE = """
