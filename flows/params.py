@@ -188,14 +188,7 @@ class QueryParams(FlowParams):
     store_url: str | None = setting("store_url", "Store URL; default: the store in the data dir.")
 
     def filters(self) -> Filters:
-        return Filters(
-            self.source_site,
-            self.min_width,
-            self.min_height,
-            self.origin,
-            model_name=self.model_name,
-            tool=self.tool,
-        )
+        return Filters.of(self)
 
 
 class SearchParams(QueryParams):

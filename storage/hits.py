@@ -83,6 +83,12 @@ class Filters:
     model_name: str | None = None
     tool: str | None = None
 
+    @classmethod
+    def of(cls, holder: Any) -> Filters:
+        """The filters ``holder`` carries as attributes of the same names (a flow's parameters,
+        a search page's query)."""
+        return cls(**{name: getattr(holder, name) for name in _FILTERS})
+
     def sql(self) -> tuple[str, dict[str, Any]]:
         clauses, params = [], {}
         for name, clause in _FILTERS.items():

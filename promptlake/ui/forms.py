@@ -63,14 +63,7 @@ class Query(BaseModel):
         return {}
 
     def filters(self) -> Filters:
-        return Filters(
-            self.source_site,
-            self.min_width,
-            self.min_height,
-            self.origin,
-            model_name=self.model_name,
-            tool=self.tool,
-        )
+        return Filters.of(self)
 
 
 class SearchQuery(Query):
