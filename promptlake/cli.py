@@ -87,8 +87,8 @@ def _ingest_parser(sub: argparse._SubParsersAction) -> None:
 def _ingest_images_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest-images",
-        help="ingest a folder of your own generated images: prompts from their A1111/ComfyUI "
-        f"metadata, images from the files ({STAGE_LIST})",
+        help="ingest a folder of your own generated images: prompts from their metadata "
+        f"(A1111, ComfyUI, InvokeAI, Fooocus, …), images from the files ({STAGE_LIST})",
     )
     p.add_argument("source", metavar="DIR", help="folder of .png/.jpg/.webp images (recursive)")
     _shared_ingest_args(p)
