@@ -74,19 +74,18 @@ class ImageCache:
         self.path = path
         # sync=False: a commit reaches the OS page cache, which survives a killed process;
         # sync() at the end of each shard makes it durable against power loss too.
-        self.env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            max_dbs=4,
-            sync=False,
-            metasync=False,
-            readahead=False,
-            max_readers=512,
-        )
-        self._meta = self.env.open_db(b"meta")
-        self._img = self.env.open_db(b"img")
+        self.env = _open_env(path, map_size)
+        self._meta = self._open_db(b"meta")
+        self._img = self._open_db(b"img")
         self._write_lock = threading.Lock()
         self._gate = _Gate()
+
+    def _open_db(self, name: bytes) -> lmdb._Database:
+        while True:
+            try:
+                return self.env.open_db(name)
+            except lmdb.MapResizedError:  # grown by another process since the open
+                self.env.set_mapsize(0)  # nothing else uses this env yet: adopt its size
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], map_size: int = 1 << 30) -> ImageCache:
@@ -193,6 +192,29 @@ class ImageCache:
         """Set the map size (0: adopt the size another process set) with no transaction open."""
         with self._gate.exclusive():
             self.env.set_mapsize(size)
+
+
+def _open_env(path: Path, map_size: int, tries: int = 20) -> lmdb.Environment:
+    """``lmdb.open``, again when another process grew the map between this open's reading of
+    its size and its first transaction (MDB_MAP_RESIZED; the next open reads the new size)."""
+    for _ in range(tries - 1):
+        try:
+            return _lmdb_open(path, map_size)
+        except lmdb.MapResizedError:
+            continue
+    return _lmdb_open(path, map_size)
+
+
+def _lmdb_open(path: Path, map_size: int) -> lmdb.Environment:
+    return lmdb.open(
+        str(path),
+        map_size=map_size,
+        max_dbs=4,
+        sync=False,
+        metasync=False,
+        readahead=False,
+        max_readers=512,
+    )
 
 
 def _mapped(path: Path) -> list[tuple[int, int]]:

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.records import FetchRecord
@@ -15,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_MAP = 128 * 1024
 
 WRITER = """
-import os, sys
+import faulthandler, os, sys
+faulthandler.dump_traceback_later(150, exit=True)  # a hang fails the test with this stack
 from pathlib import Path
 from promptlake.storage.image_cache import ImageCache
 from promptlake.storage.records import FetchRecord
@@ -42,6 +46,7 @@ def _put(cache: ImageCache, rids: list[str]) -> None:
     cache.put_many((FetchRecord(r, f"http://x.test/{r}", "ok"), _image(r)) for r in rids)
 
 
+@pytest.mark.timeout(600)  # the child's own stack dump (150 s) comes first
 def test_map_grown_by_another_process_while_threads_read(tmp_path):
     """Another process doubles the map several times while this process's threads read and
     write: no thread sees an error, and every record is readable in both processes after."""
@@ -60,6 +65,7 @@ def test_map_grown_by_another_process_while_threads_read(tmp_path):
                 assert got == {r: _image(r) for r in mine}, "an image changed under a reader"
                 assert set(cache.records(mine)) == set(mine)
                 reads[0] += 1
+                time.sleep(0)  # let the other threads have the GIL between passes
         except BaseException as exc:  # reported to the test thread
             errors.append(exc)
 
@@ -81,7 +87,7 @@ def test_map_grown_by_another_process_while_threads_read(tmp_path):
             [sys.executable, "-c", WRITER, str(path), str(SMALL_MAP), "300", str(len(mine))],
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=240,
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
