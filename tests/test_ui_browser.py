@@ -167,7 +167,10 @@ def test_refine_then_drop_an_a1111_png(browser_page, store):
     meta = read_metadata(png.read_bytes())
     assert page.inner_text("#exact-prompt") == meta.prompt
     assert "a1111" in page.inner_text("#exact-tool")
-    assert "blurry, lowres" in page.inner_text("#exact-extra")
+    extra = page.inner_text("#exact-extra")
+    assert "blurry, lowres" in extra and "Seed: 3" in extra
+    keys = page.locator("#exact-extra dt").all_inner_texts()
+    assert keys == ["negative prompt", "settings"], keys  # seed, steps: said in the settings line
     loaded(page, "#preview-img")
     loaded(page, "#grid .card:nth-child(-n+6) img[src]")  # feedback rows: no image
     assert not problems, problems

@@ -156,7 +156,15 @@ function showExact(exact) {
   if (!exact) return;
   $("exact-prompt").textContent = exact.prompt;
   $("exact-tool").textContent = `from the image's ${exact.tool} metadata`;
-  generic($("exact-extra"), Object.entries(exact).filter(([k]) => !["prompt", "tool"].includes(k)));
+  // the tool's own settings line says seed, steps, sampler, CFG and size already; the
+  // normalised copies of those facts (for search filters) would only repeat it here
+  const shown = ["negative_prompt", "model_name", "settings"];
+  const entries = Object.entries(exact).filter(([k]) => shown.includes(k));
+  const others = (exact.prompts || []).slice(1);  // a graph with several samplers
+  if (others.length) {
+    entries.push(["other prompts", others.map(([p, n]) => (n ? `${p} (negative: ${n})` : p)).join(" | ")]);
+  }
+  generic($("exact-extra"), entries);
 }
 
 function thumb(img, hit) {
