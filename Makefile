@@ -21,9 +21,14 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the type checker and the import contracts (pyproject.toml) read promptlake/, whose flows, tasks,
+# storage and deployments are links to the top-level folders: promptlake.tasks… resolves as plain
+# files, for every tool, with no install hook
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -44,7 +49,7 @@ demo: install
 
 # what runs leave behind; the virtualenvs (several GB, slow to rebuild) stay
 clean:
-	rm -rf demo .pytest_cache .ruff_cache
+	rm -rf demo .pytest_cache .ruff_cache .mypy_cache
 
 # everything: also the virtualenvs that `make install` and bench-fetch build
 distclean: clean

@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from promptlake.sample_data import sample_prompts  # noqa: E402
 from promptlake.settings import Settings  # noqa: E402
-from promptlake.storage.image_cache import ImageCache  # noqa: E402
-from promptlake.storage.records import FetchRecord  # noqa: E402
+from promptlake.storage.datadir.image_cache import ImageCache  # noqa: E402
+from promptlake.storage.datadir.records import FetchRecord  # noqa: E402
+from promptlake.tasks.clip.encoder import get_encoder  # noqa: E402
 from promptlake.tasks.embed import embed_images  # noqa: E402
-from promptlake.tasks.encoder import get_encoder  # noqa: E402
-from promptlake.tasks.imaging import process_image  # noqa: E402
-from tests.fault_server import make_image  # noqa: E402
+from promptlake.tasks.images.imaging import process_image  # noqa: E402
+from tests.helpers.fault_server import make_image  # noqa: E402
 
 
 def fill_cache(path: Path, n: int) -> tuple[ImageCache, list[str]]:

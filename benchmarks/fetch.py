@@ -44,7 +44,7 @@ FAULTS = ["404", "500", "429", "html", "trunc"]
 
 
 def _serve(names: list[str], ready: mp.Queue) -> None:
-    from tests.fault_server import FaultServer
+    from tests.helpers.fault_server import FaultServer
 
     with FaultServer() as srv:
         for name in names:  # pre-generate so neither tool pays for image synthesis
@@ -143,7 +143,7 @@ def run_promptlake(
 
 
 def _fetch_shard(name: str, data_dir: str, settings):
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
     from promptlake.tasks.fetch import run_shard
 
     return run_shard(name, DataDir(data_dir), settings)
@@ -155,7 +155,7 @@ def _child(src: str, data_dir: str, workers: int, shards: int, runner: str) -> N
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     from promptlake.settings import Settings
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
     from promptlake.tasks.download import download
     from promptlake.tasks.plan import plan
 

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptlake.sample_data import sample_image, sample_prompts
-from promptlake.tasks.image_source import scan_directory
 from promptlake.tasks.metadata import ImageMeta, save_with_metadata
+from promptlake.tasks.source.image_folder import scan_directory
 
 
 def draw(folder: Path, prompts: list[str], start: int = 0) -> None:

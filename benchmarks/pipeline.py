@@ -48,7 +48,7 @@ POOL = 1000  # distinct images the server draws from: its memory stays flat in N
 
 
 def _serve(size: tuple[int, int], ready: mp.Queue) -> None:
-    from tests.fault_server import FaultServer, make_image
+    from tests.helpers.fault_server import FaultServer, make_image
 
     class PoolServer(FaultServer):
         """The fault server, drawing each name's image from a pool of ``POOL`` small ones."""
@@ -122,8 +122,8 @@ def queries(data_dir: Path, queries_n: int) -> dict:
 
     from benchmarks.ui import client, start_page
     from promptlake.sample_data import sample_prompts
-    from promptlake.storage.layout import DataDir
-    from promptlake.storage.status import status
+    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.storage.datadir.status import status
 
     status_cli, _ = timed(cli("status", "--data-dir", str(data_dir)))
     t = time.perf_counter()
@@ -152,13 +152,13 @@ def queries(data_dir: Path, queries_n: int) -> dict:
 def status_of_many(work: Path, shards: int) -> dict:
     """`promptlake status` (a new process) on a data dir of ``shards`` shards of markers, against
     a new process that only imports what it imports (the same run's baseline)."""
-    from tests.marker_dirs import build_marker_dir
+    from tests.helpers.marker_dirs import build_marker_dir
 
     data = build_marker_dir(work / f"markers{shards}", shards, failed=3)
     status = statistics.median(
         timed(cli("status", "--data-dir", str(data.root)))[0] for _ in range(3)
     )
-    imports = [sys.executable, "-c", "import promptlake.cli, promptlake.storage.status"]
+    imports = [sys.executable, "-c", "import promptlake.cli, promptlake.storage.datadir.status"]
     alone = statistics.median(timed(imports)[0] for _ in range(3))
     print(f"status of {shards} shards: {status:.2f} s (its imports alone {alone:.2f} s)")
     return {"shards": shards, "status_s": round(status, 2), "imports_s": round(alone, 2)}

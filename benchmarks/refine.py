@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptlake.sample_data import SUBJECTS
 from promptlake.settings import get_settings
-from promptlake.storage.layout import DataDir
-from promptlake.tasks.refine import RefineRequest, refine
-from promptlake.tasks.search import SearchRequest, query_settings, search
-from tests.api_servers import ChatServer
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.tasks.query.refine import RefineRequest, refine
+from promptlake.tasks.query.search import SearchRequest, query_settings, search
+from tests.helpers.api_servers import ChatServer
 
 
 def timed(fn, ideas: list[str]) -> list[float]:

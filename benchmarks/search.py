@@ -43,9 +43,9 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from promptlake.storage.dialects import IndexParams  # noqa: E402
+from promptlake.storage.datadir.vectors import list_column  # noqa: E402
 from promptlake.storage.store import TABLES, Filters, Store, open_store  # noqa: E402
-from promptlake.storage.vectors import list_column  # noqa: E402
+from promptlake.storage.store.dialects import IndexParams  # noqa: E402
 
 DIM, CHUNK = 512, 50_000
 SITES, SITE_SHARE = ("lexica", "civitai", "krea", "midjourney", "nightcafe"), (25, 25, 25, 24, 1)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from search import CHUNK, DIM, chunk, rows  # noqa: E402  (benchmarks/search.py: same data)
 
-from promptlake.storage.dialects import IndexParams  # noqa: E402
 from promptlake.storage.store import open_store  # noqa: E402
+from promptlake.storage.store.dialects import IndexParams  # noqa: E402
 
 CENTRES = np.random.default_rng(0).normal(size=(1000, DIM))
 CENTRES /= np.linalg.norm(CENTRES, axis=1, keepdims=True)

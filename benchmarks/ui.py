@@ -37,13 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from promptlake.sample_data import SITES, sample_image, sample_prompts  # noqa: E402
 from promptlake.settings import Settings, store_url  # noqa: E402
-from promptlake.storage.dialects import IndexParams  # noqa: E402
-from promptlake.storage.image_cache import ImageCache  # noqa: E402
-from promptlake.storage.layout import DataDir  # noqa: E402
-from promptlake.storage.records import FetchRecord  # noqa: E402
+from promptlake.storage.datadir.image_cache import ImageCache  # noqa: E402
+from promptlake.storage.datadir.layout import DataDir  # noqa: E402
+from promptlake.storage.datadir.records import FetchRecord  # noqa: E402
+from promptlake.storage.datadir.vectors import claim_namespace, list_column  # noqa: E402
 from promptlake.storage.store import open_store  # noqa: E402
-from promptlake.storage.vectors import claim_namespace, list_column  # noqa: E402
-from promptlake.tasks.encoder import get_encoder  # noqa: E402
+from promptlake.storage.store.dialects import IndexParams  # noqa: E402
+from promptlake.tasks.clip.encoder import get_encoder  # noqa: E402
 from promptlake.tiny_clip import build_clip  # noqa: E402
 
 CHUNK = 50_000

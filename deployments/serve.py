@@ -64,17 +64,16 @@ def folder_deployments(settings: Settings) -> list:
     at a time. None when no folder is watched."""
     if settings.watch_folder is None:
         return []
-    when = {"cron": settings.watch_cron} if settings.watch_cron else {}
     return [
         ingest.to_deployment(
             name="ingest-folder",
             tags=TAGS,
-            interval=None if when else settings.watch_interval,
+            cron=settings.watch_cron,
+            interval=None if settings.watch_cron else settings.watch_interval,
             concurrency_limit=1,
             parameters={"params": {"source": str(settings.watch_folder.resolve())}},
             description=f"Keep the store equal to the folder {settings.watch_folder}: new, "
             "replaced and deleted images are ingested on a schedule.",
-            **when,
         )
     ]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect_dask import DaskTaskRunner
 
-from promptlake.tasks import stop
+from promptlake.tasks.runtime import stop
 
 
 class DaskRunner(DaskTaskRunner):

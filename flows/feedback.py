@@ -7,10 +7,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from promptlake.flows.params import FeedbackParams
 from promptlake.flows.results import md_text
-from promptlake.storage.layout import DataDir
-from promptlake.storage.records import ShardStats
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.records import ShardStats
 from promptlake.tasks.feedback import FeedbackOptions, feedback_task, pick_inputs
-from promptlake.tasks.search import query_settings
+from promptlake.tasks.query.search import query_settings
 
 
 class FeedbackFailed(RuntimeError):

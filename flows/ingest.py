@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -21,10 +22,10 @@ from promptlake.flows.shards import (
     run_pipeline,
 )
 from promptlake.settings import Settings
-from promptlake.storage import activity
-from promptlake.storage.layout import DataDir
-from promptlake.storage.records import PlanManifest, SourceInfo
-from promptlake.storage.status import fetch_notes
+from promptlake.storage.datadir import activity
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.records import PlanManifest, SourceInfo
+from promptlake.storage.datadir.status import fetch_notes
 from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
@@ -67,11 +68,14 @@ def ensure_gpu_limit(slots: int) -> None:
 
 
 def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
-    retry = {"retries": s.task_retries, "retry_delay_seconds": s.task_retry_delay}
     common = {"data_dir": str(s.data_dir), "settings": s, "force": p.force}
+
+    def retrying(task: Any) -> Any:
+        return task.with_options(retries=s.task_retries, retry_delay_seconds=s.task_retry_delay)
+
     stages = [
         Stage(
-            fetch_task.with_options(**retry),
+            retrying(fetch_task),
             s.shard_concurrency,
             {**common, "retry_failed": p.retry_failed},
         )
@@ -79,9 +83,9 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
     if p.runs("embed"):
         if prefect_server_configured():
             ensure_gpu_limit(s.gpu_slots)
-        stages.append(Stage(embed_task.with_options(**retry), s.gpu_slots, common))
+        stages.append(Stage(retrying(embed_task), s.gpu_slots, common))
     if p.runs("load"):  # chDB allows one process per store: loads stay in the flow's process
-        stages.append(Stage(load_task.with_options(**retry), 1, common, runner=local))
+        stages.append(Stage(retrying(load_task), 1, common, runner=local))
     return stages
 
 
@@ -101,21 +105,23 @@ def ingest(params: IngestParams) -> IngestSummary:
 def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
     settings = params.settings()
     data_dir = str(data.root)
-    summary = IngestSummary(source=download_task(params.source, data_dir))
-    if params.runs("plan"):
-        summary.plan = plan_task(
-            summary.source,
-            data_dir,
-            settings.shard_size,
-            params.limit,
-            force=params.force,
-            size_given="shard_size" in settings.model_fields_set,
-        )
-        check_rows(summary.plan, summary.source)
+    source = download_task(params.source, data_dir)
+    summary = IngestSummary(source=source)
+    if not params.runs("plan"):
+        return summary
+    plan = summary.plan = plan_task(
+        source,
+        data_dir,
+        settings.shard_size,
+        params.limit,
+        force=params.force,
+        size_given="shard_size" in settings.model_fields_set,
+    )
+    check_rows(plan, source)
     if params.runs("fetch"):
         with make_runner("thread", 1) as local:
             stages = _stages(params, settings, local)
-            shards = [s.name for s in summary.plan.shards]
+            shards = [s.name for s in plan.shards]
             workers = sum(st.limit for st in stages if st.runner is None)
             with make_runner(settings.runner, workers, settings.dask_address) as runner:
                 summary.stages = run_pipeline(
@@ -201,7 +207,11 @@ def resume(params: ResumeParams) -> IngestSummary:
     """Rerun the failed and missing shards of a data dir with its last ingest's parameters
     (finished shards are skipped by their markers)."""
     saved = IngestParams.recorded(DataDir(params.settings().data_dir))
-    update = {"retry_failed": params.retry_failed, "force": False, "progress": params.progress}
+    update: dict[str, Any] = {
+        "retry_failed": params.retry_failed,
+        "force": False,
+        "progress": params.progress,
+    }
     if params.runner:
         update["runner"] = params.runner
     return ingest(saved.model_copy(update=update))

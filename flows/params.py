@@ -13,11 +13,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptlake.settings import Settings, get_settings
-from promptlake.storage.layout import DataDir, read_json, write_json
-from promptlake.storage.records import STAGES
+from promptlake.settings import LLMChoice, Settings, get_settings
+from promptlake.storage.datadir.layout import DataDir, read_json, write_json
+from promptlake.storage.datadir.records import STAGES
 from promptlake.storage.store import Filters
-from promptlake.storage.store_urls import parse_store_url
+from promptlake.storage.store.urls import parse_store_url
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
@@ -212,7 +212,7 @@ class RefineParams(QueryParams):
     idea: str = Field("", description="A rough idea.", examples=["a cat sleeping on the sofa"])
     n: int | None = setting("refine_n", "Variants to write.", ge=1, le=20)
     k: int | None = setting("refine_k", "Neighbours to draw from.", ge=1, le=200)
-    llm: Literal["auto", "offline", "openai"] = Field(
+    llm: LLMChoice = Field(
         "auto",
         description="offline: deterministic from the neighbours; openai: the configured "
         "OpenAI-compatible endpoint (PROMPTLAKE_LLM_*); auto: openai when configured.",
@@ -230,7 +230,7 @@ class FeedbackParams(FlowParams):
     max_inputs: int | None = setting("feedback_max_inputs", "Inputs per run.", ge=0, le=1000)
     n: int | None = setting("refine_n", "Variants per input.", ge=1, le=20)
     k: int | None = setting("refine_k", "Neighbours each refine draws from.", ge=1, le=200)
-    llm: Literal["auto", "offline", "openai"] = Field("auto", description="Refiner to use.")
+    llm: LLMChoice = Field("auto", description="Refiner to use.")
     generate: bool = Field(
         False, description="Generate an image per variant with PROMPTLAKE_GENERATOR."
     )

@@ -15,9 +15,10 @@ from promptlake.flows.results import (
     publish,
     wrap_cell,
 )
-from promptlake.tasks.refine import RefineRequest, RefineResult, refine_task
-from promptlake.tasks.search import query_settings
-from promptlake.tasks.thumbnails import Thumb, thumbnails
+from promptlake.tasks.images.thumbnails import Thumb, thumbnails
+from promptlake.tasks.query.refine import RefineRequest, RefineResult
+from promptlake.tasks.query.search import query_settings
+from promptlake.tasks.refine import refine_task
 
 
 def refine_markdown(result: RefineResult, thumbs: dict[str, Thumb] | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from promptlake.storage.store import Hit
-from promptlake.tasks.thumbnails import INLINE_PX, Thumb
+from promptlake.tasks.images.thumbnails import INLINE_PX, Thumb
 
 # The artifact panel is about 870 px wide on a 1440 px screen and its table cells never wrap:
 # long text is cut with "…" or broken into lines here (the full values are in the flow run's

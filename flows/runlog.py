@@ -9,7 +9,7 @@ import logging
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
-from promptlake.storage.records import ShardStats
+from promptlake.storage.datadir.records import ShardStats
 
 _TASK_RUNS = logging.getLogger("prefect.task_runs")
 

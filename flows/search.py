@@ -8,8 +8,9 @@ from prefect import flow
 
 from promptlake.flows.params import SearchParams
 from promptlake.flows.results import hits_markdown, hits_rows, publish
-from promptlake.tasks.search import SearchRequest, query_settings, search_task
-from promptlake.tasks.thumbnails import thumbnails
+from promptlake.tasks.images.thumbnails import thumbnails
+from promptlake.tasks.query.search import SearchRequest, query_settings
+from promptlake.tasks.search import search_task
 
 
 @flow(name="search", log_prints=True)

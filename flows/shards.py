@@ -9,6 +9,7 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import (
     create_progress_artifact,
@@ -21,8 +22,8 @@ from tqdm.auto import tqdm
 
 from promptlake import terminal
 from promptlake.flows.runlog import quiet_completions, shard_done, shard_failed
-from promptlake.storage.records import ShardStats
-from promptlake.tasks import stop
+from promptlake.storage.datadir.records import ShardStats
+from promptlake.tasks.runtime import stop
 
 SLOWEST = 3  # slowest shards the summary lists per stage
 FAILED_LISTED = 20  # failed shards it lists per stage (status lists them all)
@@ -51,7 +52,7 @@ def _interrupted(exc_type: type[BaseException] | None) -> bool:
 
 class ThreadRunner(ThreadPoolTaskRunner):
     """Shard tasks in threads of this process. Left by a Ctrl-C it does not wait for them: they
-    see the stop request (``tasks.stop``) at their next batch and end."""
+    see the stop request (``tasks.runtime.stop``) at their next batch and end."""
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         if _interrupted(exc_type) and self._executor is not None:
@@ -160,9 +161,9 @@ def run_pipeline(
                     # not prefect.futures.wait(timeout=…): in the main thread its timeout is a
                     # SIGALRM that can strike inside threading's locks ("release unlocked lock")
                     fut.add_done_callback(done_q.put)
-            for fut in _finished(done_q):
-                i, shard = running.pop(fut)
-                if _collect(fut, shard, results[i]) and i + 1 < len(stages):
+            for ended in _finished(done_q):
+                i, shard = running.pop(ended)
+                if _collect(ended, shard, results[i]) and i + 1 < len(stages):
                     queues[i + 1].append(shard)
                 bars[i].update()
                 arts[i].show(len(results[i].done) + len(results[i].failed))
@@ -183,7 +184,9 @@ class Progress:
     def __init__(self, stage: str, total: int) -> None:
         self.stage, self.total, self.shown = stage, total, 0
         # a key (one per stage) lists it on the UI's Artifacts page, each run a new version
-        self.id = create_progress_artifact(0.0, key=f"{stage}-progress", description=self._say(0))
+        made = create_progress_artifact(0.0, key=f"{stage}-progress", description=self._say(0))
+        assert isinstance(made, UUID)  # called from a sync flow: the sync form answers
+        self.id = made
 
     def _say(self, finished: int) -> str:
         percent = 100 * finished // self.total

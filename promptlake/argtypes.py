@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from annotated_types import Ge, Gt, Le
 
@@ -14,7 +15,8 @@ from promptlake.settings import Settings
 
 def bounds(setting: str) -> tuple[float | None, float | None, bool]:
     """(low, high, low_exclusive) of ``Settings.<setting>``."""
-    low = high = None
+    low: Any = None  # Settings' bounds are numbers, kept as written (1, not 1.0, in messages)
+    high: Any = None
     exclusive = False
     for rule in Settings.model_fields[setting].metadata:
         if isinstance(rule, Ge):

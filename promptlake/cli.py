@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from promptlake import commands, query_cli, runs, terminal
 from promptlake.argtypes import Parser, number
 from promptlake.query_cli import DATA_DIR_HELP
-from promptlake.storage.records import STAGES
+from promptlake.storage.datadir.records import STAGES
 from promptlake.ui import command as ui_command
 
 DESCRIPTION = (

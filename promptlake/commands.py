@@ -136,8 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from promptlake.settings import store_url
-    from promptlake.storage.layout import DataDir
-    from promptlake.storage.status import format_status, status
+    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.storage.datadir.status import format_status, status
 
     settings = preflight.settings(data_dir=args.data_dir)
     preflight.check_data_dir(settings.data_dir, needs="any")

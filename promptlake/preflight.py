@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from promptlake.settings import Settings
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
 
 # hub model names: "name" or "owner/name"; anything else that does not exist is a mistyped path
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -68,8 +68,8 @@ def explain(exc: ValidationError) -> str:
 
 def check_source(source: str) -> None:
     """A local SOURCE exists and, when a file, is a readable dataset with the six columns."""
-    from promptlake.tasks.rows import column_names, missing_columns
-    from promptlake.tasks.sourcefile import detect_format
+    from promptlake.tasks.source.rows import column_names, missing_columns
+    from promptlake.tasks.source.sourcefile import detect_format
 
     if source.startswith("kaggle:") or re.match(r"^https?://", source):
         return  # the download stage resolves these (network)
@@ -130,7 +130,7 @@ def check_model(name: str) -> None:
 def check_data_dir(data_dir: Path, *, needs: str = "store") -> None:
     """The data dir exists and holds what the command needs: ``store`` (embeddings to search),
     ``ingest`` (a recorded ingest to resume) or ``any``."""
-    from promptlake.storage.vectors import current_namespace
+    from promptlake.storage.datadir.vectors import current_namespace
 
     data = DataDir(data_dir)
     first = f"run `promptlake ingest SOURCE --data-dir {data.root}` first"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import get_args
 
 from promptlake.argtypes import number
+from promptlake.settings import LLMChoice
 from promptlake.terminal import shorten
 
 DATA_DIR_HELP = "data directory (default: $PROMPTLAKE_DATA_DIR or ./data)"
@@ -65,7 +67,7 @@ def add_llm_flag(p: argparse.ArgumentParser) -> None:
     """``--llm``, the refiner to use (refine, feedback)."""
     p.add_argument(
         "--llm",
-        choices=["auto", "offline", "openai"],
+        choices=get_args(LLMChoice),
         default="auto",
         help="offline: deterministic, from the neighbours' phrases; openai: an OpenAI-compatible "
         "endpoint (PROMPTLAKE_LLM_BASE_URL); auto (default): openai when configured",
@@ -77,7 +79,8 @@ def _params(cls, args: argparse.Namespace, *, store: bool = True, **fields):
     checked before any model loads: a data dir with a store when ``store``."""
     from promptlake import preflight
 
-    common = ("image", "source_site", "min_width", "min_height", "origin", "data_dir", "tool")
+    common: tuple[str, ...] = ("image", "source_site", "min_width", "min_height", "origin")
+    common += ("data_dir", "tool")
     common += ("model_name",)
     made = preflight.params(
         cls, clip_model=args.model, **{k: getattr(args, k) for k in common}, **fields
@@ -99,7 +102,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     by_metadata = args.image and not args.text and args.target == "prompts"
     store = not (by_metadata and not args.no_metadata)
     params = _params(SearchParams, args, store=store, text=args.text, target=args.target, k=args.k)
-    from promptlake.tasks.search import SearchRequest, query_settings, run
+    from promptlake.tasks.query.search import SearchRequest, query_settings, run
 
     settings = query_settings(params.settings())
     req = SearchRequest(args.text, args.image, args.target, settings.search_k, params.filters())
@@ -148,11 +151,11 @@ def format_exact(prompt: str, extra: dict, tool: str) -> str:
 
 def cmd_refine(args: argparse.Namespace) -> int:
     from promptlake.flows.params import RefineParams
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
 
     params = _params(RefineParams, args, idea=args.idea or "", n=args.n, k=args.k, llm=args.llm)
-    from promptlake.tasks.refine import RefineRequest, refine
-    from promptlake.tasks.search import query_settings
+    from promptlake.tasks.query.refine import RefineRequest, refine
+    from promptlake.tasks.query.search import query_settings
 
     settings = query_settings(params.settings())
     req = RefineRequest(

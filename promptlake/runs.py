@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from promptlake import terminal
-from promptlake.tasks import stop
+from promptlake.tasks.runtime import stop
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
 INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
@@ -163,12 +163,12 @@ def prefect_api() -> Iterator[None]:
 
     configured = PREFECT_API_URL.value()  # the environment, a Prefect profile or a test harness
     if configured:
-        exported = "PREFECT_API_URL" not in os.environ
+        set_here = "PREFECT_API_URL" not in os.environ
         os.environ.setdefault("PREFECT_API_URL", configured)  # for worker processes
         try:
             yield
         finally:
-            if exported:
+            if set_here:
                 del os.environ["PREFECT_API_URL"]
         return
 
@@ -226,8 +226,8 @@ def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path |
     stage finished, and the command that carries on (``again``, or ``promptlake resume``)."""
 
     def line(log: Path | None) -> str:
-        from promptlake.storage.layout import DataDir
-        from promptlake.storage.status import progress_line, status
+        from promptlake.storage.datadir.layout import DataDir
+        from promptlake.storage.datadir.status import progress_line, status
 
         data = DataDir(data_dir)
         done = progress_line(status(data)) if data.root.exists() else "nothing done yet"
@@ -243,8 +243,8 @@ def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path |
 def feedback_stopped(data_dir: Path, command: str) -> Callable[[Path | None], str]:
     """The line a feedback run says when Ctrl-C stopped it: the inputs it wrote back, and that
     the same command does the rest (inputs done are skipped)."""
-    from promptlake.storage.layout import DataDir
-    from promptlake.storage.markers import Markers
+    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.storage.datadir.markers import Markers
 
     markers = Markers(DataDir(data_dir), "feedback")
     before = len(markers.all_done())

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# which refiner writes a refine's variants: offline (drawn from the neighbours), openai (the
+# configured OpenAI-compatible endpoint), auto (openai when PROMPTLAKE_LLM_BASE_URL is set)
+LLMChoice = Literal["auto", "offline", "openai"]
 
 
 class Settings(BaseSettings):
@@ -192,7 +197,7 @@ def store_url(settings: Settings) -> str:
     return settings.store_url or f"chdb://{Path(settings.data_dir).resolve() / 'store'}"
 
 
-def get_settings(**overrides: object) -> Settings:
+def get_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit (non-None) overrides applied on top."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)

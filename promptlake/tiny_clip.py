@@ -59,7 +59,8 @@ def build_clip(
 
     path = Path(path)
     vocab, merges = train_clip_bpe(sample_prompts(3000, seed=seed), vocab_size)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    # transformers 5 takes merges as (a, b) pairs; its annotation still says strings
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]
     text = {
         "vocab_size": len(vocab),
         "bos_token_id": vocab[SPECIALS[0]],

@@ -13,11 +13,11 @@ import requests
 from prefect import task
 from prefect.states import State
 
-from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
-from promptlake.storage.records import REQUIRED_COLUMNS, SourceInfo
-from promptlake.tasks.backoff import TRANSIENT_STATUSES
-from promptlake.tasks.rows import column_names, missing_columns
-from promptlake.tasks.sourcefile import FORMATS, DownloadError, detect_format
+from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS, SourceInfo
+from promptlake.tasks.net.backoff import TRANSIENT_STATUSES
+from promptlake.tasks.source.rows import column_names, missing_columns
+from promptlake.tasks.source.sourcefile import FORMATS, DownloadError, detect_format
 
 __all__ = ["FORMATS", "DownloadError", "detect_format", "download", "download_task"]
 
@@ -108,7 +108,7 @@ def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
 
 def _from_directory(folder: Path, data: DataDir) -> Path:
     """A folder of generated images: a parquet dataset of their metadata prompts."""
-    from promptlake.tasks.image_source import scan_directory
+    from promptlake.tasks.source.image_folder import scan_directory
 
     target = data.scanned_images
     try:

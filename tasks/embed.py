@@ -17,14 +17,13 @@ from prefect.states import State
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import ShardStats
-from promptlake.storage.vectors import ModelMismatch, claim_namespace, write_vectors
-from promptlake.tasks import stop
-from promptlake.tasks.devices import candidate_devices, device_slot
-from promptlake.tasks.encoder import (
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import ShardStats
+from promptlake.storage.datadir.vectors import ModelMismatch, claim_namespace, write_vectors
+from promptlake.tasks.clip.devices import candidate_devices, device_slot
+from promptlake.tasks.clip.encoder import (
     ClipEncoder,
     ModelLoadError,
     describe_model,
@@ -33,6 +32,7 @@ from promptlake.tasks.encoder import (
 )
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
+from promptlake.tasks.runtime import stop
 
 STAGE = "embed"
 GPU_LIMIT = "promptlake-gpu"
@@ -56,13 +56,15 @@ def run_shard(
     A marked shard is skipped (no model work); an interrupted one is redone whole, since its
     files only appear when complete."""
     known = describe_model(settings.clip_model)  # no weights loaded for a finished shard
-    if known and embed_markers(data, known.namespace).done(shard) and not force:
-        return embed_markers(data, known.namespace).read(shard)
+    finished = embed_markers(data, known.namespace).read(shard) if known else None
+    if finished is not None and not force:
+        return finished
     enc = get_encoder(settings.clip_model, device or settings.device, settings.precision)
     ns = enc.info.namespace
     markers = embed_markers(data, ns)
-    if markers.done(shard) and not force:
-        return markers.read(shard)
+    finished = markers.read(shard)
+    if finished is not None and not force:
+        return finished
     if not Markers(data, "fetch").done(shard):
         raise RuntimeError(f"embed {shard}: its fetch has not finished; run fetch first")
     claim_namespace(data, ns, _model_record(enc))

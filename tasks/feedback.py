@@ -19,18 +19,18 @@ import pyarrow as pa
 from PIL import Image
 from prefect import task
 
-from promptlake.settings import Settings
-from promptlake.storage.layout import DataDir, atomic_path
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import ShardStats
-from promptlake.storage.vectors import list_column
-from promptlake.tasks.encoder import current_namespace, get_encoder
-from promptlake.tasks.generate import GenerateOptions, Generator, make_generator
+from promptlake.settings import LLMChoice, Settings
+from promptlake.storage.datadir.layout import DataDir, atomic_path
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import ShardStats
+from promptlake.storage.datadir.vectors import list_column
+from promptlake.tasks.clip.encoder import current_namespace, get_encoder
+from promptlake.tasks.images.generate import GenerateOptions, Generator, make_generator
 from promptlake.tasks.metadata import read_metadata
-from promptlake.tasks.phrases import normalize
-from promptlake.tasks.refine import RefineRequest, Variant, refine
-from promptlake.tasks.search import image_vectors
-from promptlake.tasks.turn import store_turn
+from promptlake.tasks.query.phrases import normalize
+from promptlake.tasks.query.refine import RefineRequest, Variant, refine
+from promptlake.tasks.query.search import image_vectors
+from promptlake.tasks.runtime.turn import store_turn
 
 STAGE = "feedback"
 
@@ -81,7 +81,7 @@ class FeedbackOptions:
 
     n: int = 3
     k: int = 12
-    llm: str = "auto"
+    llm: LLMChoice = "auto"
     generate: bool = False
 
 
@@ -90,8 +90,9 @@ def run_input(
 ) -> ShardStats:
     """Refine one input, embed the variants (and generated images) and write them back."""
     markers = Markers(data, STAGE)
-    if markers.done(inp.key):
-        return markers.read(inp.key)
+    finished = markers.read(inp.key)
+    if finished is not None:
+        return finished
     start, shard = time.perf_counter(), f"{STAGE}-{inp.key}"
     gen = feedback_generator(settings) if opts.generate else None  # misconfigured: fail first
     ns, model = current_namespace(data, settings)

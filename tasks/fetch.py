@@ -19,15 +19,15 @@ from prefect import task
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir, atomic_path
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
-from promptlake.tasks import stop
-from promptlake.tasks.fetcher import Fetcher
-from promptlake.tasks.hosts import host_key, reset
-from promptlake.tasks.imaging import ImageProblem, process_image
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir, atomic_path
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
+from promptlake.tasks.images.imaging import ImageProblem, process_image
+from promptlake.tasks.net.fetcher import Fetcher
+from promptlake.tasks.net.hosts import host_key, reset
 from promptlake.tasks.plan import read_shard
+from promptlake.tasks.runtime import stop
 
 STAGE = "fetch"
 STOP_POLL = 0.5  # seconds between looks at a stop request while rows are in flight
@@ -106,7 +106,8 @@ def run_jobs(
     and runs once its ``ready`` time has come. Due retries go before fresh rows. A stop request
     (Ctrl-C with shards in threads) ends it between batches: :class:`stop.Stopped`."""
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
-    fresh, later, busy = deque(jobs), [], 0
+    fresh, busy = deque(jobs), 0
+    later: list[Job] = []
     while fresh or later or busy:
         stop.check()
         now = time.monotonic()
@@ -146,8 +147,9 @@ def run_shard(
     """Fetch one shard. Safe to run twice: a marked shard is skipped (or only its failed rows
     are retried with ``retry_failed``); rows already in the cache are never fetched again."""
     markers = Markers(data, STAGE)
-    if markers.done(shard) and not (force or retry_failed):
-        return markers.read(shard)
+    finished = markers.read(shard)
+    if finished is not None and not (force or retry_failed):
+        return finished
     start = time.perf_counter()
     rows = read_shard(data, shard).select(["id", "url"]).to_pylist()
     cache = ImageCache.open(data.image_cache, settings.lmdb_map_size)

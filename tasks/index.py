@@ -7,11 +7,11 @@ import time
 from prefect import task
 
 from promptlake.settings import Settings
-from promptlake.storage.dialects import IndexParams
-from promptlake.storage.layout import DataDir, read_json, write_json
+from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.store import TABLES, Store
-from promptlake.tasks.encoder import current_namespace
-from promptlake.tasks.turn import store_turn
+from promptlake.storage.store.dialects import IndexParams
+from promptlake.tasks.clip.encoder import current_namespace
+from promptlake.tasks.runtime.turn import store_turn
 
 STAGE = "index"
 

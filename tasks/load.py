@@ -9,18 +9,18 @@ import pyarrow.compute as pc
 from prefect import task
 
 from promptlake.settings import Settings, store_url
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir, read_json, write_json
-from promptlake.storage.markers import Markers
-from promptlake.storage.planfiles import GENERATION_COLUMNS, read_retired
-from promptlake.storage.records import ShardStats
-from promptlake.storage.store_urls import redact_url
-from promptlake.storage.vectors import list_column, read_vectors
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir, read_json, write_json
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.planfiles import GENERATION_COLUMNS, read_retired
+from promptlake.storage.datadir.records import ShardStats
+from promptlake.storage.datadir.vectors import list_column, read_vectors
+from promptlake.storage.store.urls import redact_url
+from promptlake.tasks.clip.encoder import current_namespace
 from promptlake.tasks.embed import embed_markers
-from promptlake.tasks.encoder import current_namespace
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
-from promptlake.tasks.turn import store_turn
+from promptlake.tasks.runtime.turn import store_turn
 
 STAGE = "load"
 
@@ -28,8 +28,9 @@ STAGE = "load"
 def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = False) -> ShardStats:
     """Replace the shard's rows in the store (delete, then insert): loading twice adds nothing."""
     markers = Markers(data, STAGE)
-    if markers.done(shard) and not force:
-        return markers.read(shard)
+    finished = markers.read(shard)
+    if finished is not None and not force:
+        return finished
     ns, model = current_namespace(data, settings)
     if not embed_markers(data, ns).done(shard):
         raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")

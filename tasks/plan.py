@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
-from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
-from promptlake.storage.planfiles import (
+from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.datadir.planfiles import (
     INDEX_SCHEMA,
     SHARD_SCHEMA,
     add_retired,
@@ -32,7 +32,7 @@ from promptlake.storage.planfiles import (
     write_index,
     write_shard,
 )
-from promptlake.storage.records import (
+from promptlake.storage.datadir.records import (
     REQUIRED_COLUMNS,
     PlanGeneration,
     PlanManifest,
@@ -40,7 +40,7 @@ from promptlake.storage.records import (
     SourceInfo,
     shard_name,
 )
-from promptlake.tasks.rows import PlanError, check_row, fingerprint, read_batches
+from promptlake.tasks.source.rows import PlanError, check_row, fingerprint, read_batches
 
 __all__ = ["PlanError", "plan", "plan_task", "read_shard"]
 STAGE = "plan"

@@ -21,9 +21,9 @@ os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "12")
 import pytest
 
 from promptlake.settings import Settings
-from promptlake.storage.layout import DataDir
-from promptlake.storage.records import REQUIRED_COLUMNS
-from tests.fault_server import FaultServer
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS
+from tests.helpers.fault_server import FaultServer
 
 HEADER = list(REQUIRED_COLUMNS)
 

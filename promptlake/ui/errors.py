@@ -9,11 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from promptlake.storage.hits import StoreBusy, StoreError
-from promptlake.storage.vectors import ModelMismatch
-from promptlake.tasks.encoder import ModelLoadError
-from promptlake.tasks.imaging import ImageProblem
-from promptlake.tasks.llm import LLMError
+from promptlake.storage.datadir.vectors import ModelMismatch
+from promptlake.storage.store.hits import StoreBusy, StoreError
+from promptlake.tasks.clip.encoder import ModelLoadError
+from promptlake.tasks.images.imaging import ImageProblem
+from promptlake.tasks.query.llm import LLMError
 from promptlake.ui.forms import BadRequest
 
 log = logging.getLogger("promptlake.ui")

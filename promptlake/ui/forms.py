@@ -15,8 +15,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from promptlake.settings import Settings
-from promptlake.storage.hits import Filters, Hit
-from promptlake.tasks.thumbnails import page_image_url
+from promptlake.storage.store.hits import Filters, Hit
+from promptlake.tasks.images.thumbnails import page_image_url
 
 _ID = re.compile(r"[^\x00-\x1f\x7f/\\]{1,256}")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the text fields around the image

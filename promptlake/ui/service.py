@@ -14,13 +14,13 @@ from fastapi.encoders import jsonable_encoder
 from PIL import Image
 
 from promptlake.settings import Settings, get_settings
-from promptlake.storage.hits import Hit, StoreBusy
-from promptlake.storage.layout import DataDir
-from promptlake.tasks.encoder import current_namespace, get_encoder
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.store.hits import Hit, StoreBusy
+from promptlake.tasks.clip.encoder import current_namespace, get_encoder
+from promptlake.tasks.images.thumbnails import cached_images
 from promptlake.tasks.metadata import read_metadata
-from promptlake.tasks.refine import RefineRequest, refine
-from promptlake.tasks.search import SearchRequest, image_vectors, query_settings, search
-from promptlake.tasks.thumbnails import cached_images
+from promptlake.tasks.query.refine import RefineRequest, refine
+from promptlake.tasks.query.search import SearchRequest, image_vectors, query_settings, search
 from promptlake.ui.forms import (
     BadRequest,
     RefineQuery,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
 
 _SEQ = itertools.count()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lmdb
 
-from promptlake.storage.records import FetchRecord
+from promptlake.storage.datadir.records import FetchRecord
 
 _OPEN: dict[Path, ImageCache] = {}
 _OPEN_LOCK = threading.Lock()
@@ -135,7 +135,7 @@ class ImageCache:
             for rid in ids:
                 raw = txn.get(rid.encode(), db=self._meta)
                 if raw is not None:
-                    out[rid] = FetchRecord.from_dict(json.loads(raw))
+                    out[rid] = FetchRecord.from_dict(json.loads(bytes(raw)))
         return out
 
     def images(self, ids: Iterable[str]) -> dict[str, bytes]:
@@ -163,6 +163,8 @@ class ImageCache:
         OS page cache, and a later read maps them again (a minor fault). Without this, a
         long-lived worker holds every page it ever read as its own resident memory (~8 MiB
         more per embedded shard of 1,000 images). Linux only; elsewhere it does nothing."""
+        if _LIBC is None:
+            return
         with self._gate.shared():  # no resize moves the map meanwhile
             for start, length in _mapped(self.path / "data.mdb"):
                 if _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _DONTNEED):

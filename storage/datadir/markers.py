@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promptlake.storage.layout import DataDir, read_json, write_json
-from promptlake.storage.records import ShardStats
+from promptlake.storage.datadir.layout import DataDir, read_json, write_json
+from promptlake.storage.datadir.records import ShardStats
 
 
 class Markers:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from promptlake.storage.layout import DataDir, atomic_path
+from promptlake.storage.datadir.layout import DataDir, atomic_path
 
 # the generation columns: what produced the image, kept with the row and filterable
 GENERATION_COLUMNS = ("negative_prompt", "model_name", "tool", "settings", "extra")

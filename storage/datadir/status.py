@@ -9,19 +9,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from promptlake.storage import activity
-from promptlake.storage.layout import DataDir, read_json
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import (
+from promptlake.storage.datadir import activity
+from promptlake.storage.datadir.layout import DataDir, read_json
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import (
     FETCH_FIXES,
     PERMANENT_FETCH,
     SHARDED_STAGES,
     PlanManifest,
     ShardStats,
 )
-from promptlake.storage.store_urls import parse_store_url
-from promptlake.storage.turn_files import Holder, TurnFiles
-from promptlake.storage.vectors import current_namespace, namespaces
+from promptlake.storage.datadir.vectors import current_namespace, namespaces
+from promptlake.storage.store.turn_files import Holder, TurnFiles
+from promptlake.storage.store.urls import parse_store_url
 
 
 def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str, Any], list[str]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from promptlake.storage.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
 
 
 class ModelMismatch(RuntimeError):

@@ -2,10 +2,16 @@
 
 Chosen by URL: ``chdb:///path`` (embedded chDB through clickhouse-connect), or a server,
 ``clickhouse://user:pass@host:port/db`` or ``myscale://…``. An embedded store admits one process
-at a time, so its users take turns (``storage.turns``): every method takes the turn for its own
+at a time, so its users take turns (``store.turns``): every method takes the turn for its own
 call, and ``Store.turn()`` holds it across several (one unit of work). A server takes no turns:
 the same calls go straight to it. Every value reaches SQL as a bound parameter; only identifiers
 of our own schema are formatted in.
+
+This package is the ``Store`` and its parts: ``urls`` (which store, shown without a password),
+``dialects`` (where ClickHouse and MyScale SQL differ), ``embedded`` (opening chDB, saying why
+it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded store), ``knn``
+(how a filtered k-NN query is planned) and ``hits`` (filters and results). It imports
+``storage.datadir`` only for the vector files' model check, and never Prefect.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from promptlake.storage import knn
-from promptlake.storage.dialects import ClickHouseDialect, IndexParams, dialect_for
-from promptlake.storage.embedded import open_engine, warm_up
-from promptlake.storage.hits import (
+from promptlake.storage.datadir.vectors import ModelMismatch
+from promptlake.storage.store import knn
+from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
+from promptlake.storage.store.embedded import open_engine, warm_up
+from promptlake.storage.store.hits import (
     HIT_COLUMNS,
     Filters,
     Hit,
@@ -30,10 +37,9 @@ from promptlake.storage.hits import (
     StoreError,
     hit_from_row,
 )
-from promptlake.storage.store_urls import parse_store_url
-from promptlake.storage.turn_files import Say, command_line, say_on_stderr
-from promptlake.storage.turns import ProcessTurn, process_turn
-from promptlake.storage.vectors import ModelMismatch
+from promptlake.storage.store.turn_files import Say, command_line, say_on_stderr
+from promptlake.storage.store.turns import ProcessTurn, process_turn
+from promptlake.storage.store.urls import parse_store_url
 
 TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
 _COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
@@ -70,7 +76,7 @@ def _in_turn(method: F) -> F:
 class Store:
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
-    knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/knn.py)
+    knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/store/knn.py)
 
     def __init__(
         self,
@@ -146,7 +152,7 @@ class Store:
                 f"{column} Array(Float32) CODEC(NONE), "
                 f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
                 # sorted by what filters ask for: a selective filter on these is a few key
-                # ranges to scan exactly (storage/knn.py); granules of 1024 rows (not ~5k of
+                # ranges to scan exactly (storage/store/knn.py); granules of 1024 rows (not ~5k of
                 # 2 KB vectors): the scan reads little more than the range
                 "ENGINE = MergeTree ORDER BY (source_site, origin, width, height, id) "
                 "SETTINGS index_granularity = 1024"
@@ -244,7 +250,7 @@ class Store:
         self, name: str, vector: list[float], k: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
         """The ``k`` nearest rows of table ``name``; with filters, still ``k`` when ``k`` match:
-        the dialect plans how the filter meets the vector index (storage/knn.py), and an
+        the dialect plans how the filter meets the vector index (storage/store/knn.py), and an
         approximate answer that comes back short is redone exactly."""
         self._check_table(name)
         if not 1 <= k <= 10_000:
@@ -261,7 +267,7 @@ class Store:
         return hits
 
     def _plan(self, name: str, k: int, filters: Filters, dim: int) -> knn.KnnPlan:
-        """How a search of table ``name`` with ``filters`` runs (storage/knn.py)."""
+        """How a search of table ``name`` with ``filters`` runs (storage/store/knn.py)."""
         if not self.dialect.plans_filters:
             return knn.KnnPlan()
         where, params = filters.sql()

@@ -19,7 +19,7 @@ class ClickHouseDialect:
     """ClickHouse >= 25.8 (and chDB): cosineDistance and the vector_similarity index."""
 
     name = "clickhouse"
-    # its HNSW index post-filters: a filtered search is planned first (storage/knn.py)
+    # its HNSW index post-filters: a filtered search is planned first (storage/store/knn.py)
     plans_filters = True
 
     def distance(self, column: str, param: str) -> str:

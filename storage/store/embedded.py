@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from promptlake.storage.hits import StoreUnavailable
+from promptlake.storage.store.hits import StoreUnavailable
 
 ENGINE_LINE = re.compile(r"DB::|^\s*\d+\. |^\s*$")  # the engine's messages and stack frames
 _warm = False

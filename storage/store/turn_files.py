@@ -1,4 +1,4 @@
-"""The files of a store's turn, shared by all processes (see ``storage.turns``): the lock, the
+"""The files of a store's turn, shared by all processes (see ``storage.store.turns``): the lock, the
 holder's note and the queue of waiters. No threads, no chDB: status reads them too."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from promptlake.storage.hits import StoreBusy, StoreUnavailable
-from promptlake.storage.layout import write_json
+from promptlake.storage.datadir.layout import write_json
+from promptlake.storage.store.hits import StoreBusy, StoreUnavailable
 
 POLL = 0.05  # seconds between a waiter's looks at the queue
 FIRST_REPORT, REPORT_EVERY = 1.0, 5.0  # a shorter wait says nothing; then a line this often
@@ -112,7 +112,7 @@ class TurnFiles:
             names = sorted(n for n in os.listdir(self.queue) if not n.startswith("."))
         except FileNotFoundError:
             return []
-        out = []
+        out: list[tuple[str, Holder | None]] = []
         for name in names:
             if name == but:
                 continue

@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from promptlake.storage.hits import StoreBusy, StoreError
-from promptlake.storage.layout import write_json
-from promptlake.storage.turn_files import Holder, Say, TurnFiles
+from promptlake.storage.datadir.layout import write_json
+from promptlake.storage.store.hits import StoreBusy, StoreError
+from promptlake.storage.store.turn_files import Holder, Say, TurnFiles
 
 WATCH = 0.1  # seconds between a holder's looks for waiters
 
@@ -159,7 +159,8 @@ class ProcessTurn:
         try:
             client.close()
         finally:
-            self.files.release(fd)
+            if fd is not None:
+                self.files.release(fd)
             self.cond.notify_all()
 
     def _watch(self, generation: int) -> None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
-from promptlake.storage.hits import StoreError
+from promptlake.storage.store.hits import StoreError
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 

@@ -91,13 +91,14 @@ def device_slot(
     keyed = [(d, physical_device(d, visible)) for d in candidates]
     if not keyed:
         raise ValueError("no device to embed on: the candidate list is empty")
-    free = [d for d, key in keyed if key is None]
+    free = [d for d, key in keyed if key is None]  # the CPU and devices without a lock
     if free:
         yield free[0]
         return
     with ExitStack() as files:
-        handles = []
+        handles: list[tuple[str, BinaryIO]] = []
         for device, key in keyed:
+            assert key is not None  # none was free
             path = lock_file(key, lock_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
             handles.append((device, files.enter_context(open(path, "a+b"))))

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from promptlake.settings import Settings
-from promptlake.storage import vectors
-from promptlake.storage.layout import DataDir
-from promptlake.tasks.devices import candidate_devices
+from promptlake.storage.datadir import vectors
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.tasks.clip.devices import candidate_devices
 
 HELP = (
     "promptlake could not load the CLIP model {name!r} ({error}). Offline, point "
@@ -117,16 +117,18 @@ class ClipEncoder:
         errors = []
         for local_only in (True, False):  # the local cache first: no hub round trips
             try:
-                kw = {"local_files_only": local_only}
-                model = CLIPModel.from_pretrained(name, dtype=self.dtype, **kw)
-                self.tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-                proc = AutoImageProcessor.from_pretrained(name, **kw)
+                model = CLIPModel.from_pretrained(
+                    name, dtype=self.dtype, local_files_only=local_only
+                )
+                self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+                proc = AutoImageProcessor.from_pretrained(name, local_files_only=local_only)
                 break
             except (OSError, ValueError) as exc:
                 errors.append(str(exc))
         else:
             raise ModelLoadError(HELP.format(name=name, error=errors[-1][:300]))
-        self.model = model.to(self.device).eval()
+        # transformers annotates .to() for a model argument; a device is what it takes
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
         self.crop = int(proc.crop_size["height"])
         self.resize_to = int(proc.size.get("shortest_edge", self.crop))
         shape = (1, 3, 1, 1)
@@ -176,9 +178,9 @@ class ClipEncoder:
 
     def prepare_image(self, data: bytes) -> np.ndarray:
         """Decode, resize the shorter side and centre-crop: uint8 HxWx3 (runs in threads)."""
-        img = Image.open(io.BytesIO(data))
-        img.draft("RGB", (self.resize_to, self.resize_to))
-        img = img.convert("RGB")
+        opened = Image.open(io.BytesIO(data))
+        opened.draft("RGB", (self.resize_to, self.resize_to))
+        img = opened.convert("RGB")
         w, h = img.size
         scale = self.resize_to / min(w, h)
         size = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
@@ -196,7 +198,7 @@ class ClipEncoder:
 
 def _unit(out: object) -> np.ndarray:
     """L2-normalised float32 vectors; transformers 5 returns an output object."""
-    vec = out if isinstance(out, torch.Tensor) else out.pooler_output
+    vec = out if isinstance(out, torch.Tensor) else out.pooler_output  # type: ignore[attr-defined]
     vec = vec.float()
     return torch.nn.functional.normalize(vec, dim=-1).cpu().numpy()
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.tasks.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
 from promptlake.tasks.metadata import ImageMeta, read_metadata, save_with_metadata
+from promptlake.tasks.net.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
 
 
 class GenerateError(RuntimeError):
@@ -182,7 +182,7 @@ class DiffusersGenerator:
     once per process and model: see ``diffusers_pipeline``."""
 
     def __init__(self, model: str, options: GenerateOptions, device: str = "auto") -> None:
-        from promptlake.tasks.encoder import pick_device
+        from promptlake.tasks.clip.encoder import pick_device
 
         self.model, self.options = model, options
         self.device = pick_device(device)

@@ -63,7 +63,7 @@ def process_image(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(body))
+            img: Image.Image = Image.open(io.BytesIO(body))
         except UnidentifiedImageError as exc:
             raise ImageProblem("not_image", "body is not a recognised image format") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

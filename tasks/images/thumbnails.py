@@ -17,8 +17,8 @@ from urllib.parse import quote
 from PIL import Image
 
 from promptlake.settings import Settings
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
 
 INLINE_PX = 96  # longest side of an inline thumbnail: ~3 KB each keeps artifacts small
 INLINE_QUALITY = 60
@@ -41,7 +41,7 @@ def cached_images(data: DataDir, ids: Iterable[str]) -> dict[str, bytes]:
 
 def small_jpeg(body: bytes, size: int = INLINE_PX, quality: int = INLINE_QUALITY) -> bytes:
     """``body`` (a cached image) shrunk to ``size`` pixels on its longest side, as JPEG."""
-    img = Image.open(io.BytesIO(body))
+    img: Image.Image = Image.open(io.BytesIO(body))
     img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale directly
     img = img.convert("RGB")
     img.thumbnail((size, size))

@@ -4,7 +4,13 @@ The entry point for every reader: it finds where a file keeps its metadata (PNG 
 EXIF, XMP, a JPEG comment, or stealth bits in the pixels) and hands it to the reader of the
 tool that writes it that way — AUTOMATIC1111, Forge, SD.Next, ComfyUI, InvokeAI, NovelAI,
 Fooocus, SwarmUI, Easy Diffusion, Draw Things. A file no reader recognises has no metadata
-(None): a JSON blob or a settings line is never returned as a prompt."""
+(None): a JSON blob or a settings line is never returned as a prompt.
+
+One module per container or tool family: ``png`` (chunks read from the bytes), ``stealth``
+(bits in the pixels), ``a1111`` (the ``parameters`` text, read and written), ``comfyui`` and
+``comfyui_workflow`` (API and editor graphs), ``invokeai``, ``json_tools`` (Fooocus, SwarmUI,
+Easy Diffusion, Draw Things, NovelAI) and ``record`` (what every reader returns). No Prefect.
+"""
 
 from __future__ import annotations
 
@@ -19,19 +25,19 @@ from collections.abc import Mapping
 from PIL import Image, UnidentifiedImageError
 
 from promptlake.settings import Settings
-from promptlake.tasks.meta_a1111 import format_a1111, parse_a1111
-from promptlake.tasks.meta_comfyui import parse_comfy_graph
-from promptlake.tasks.meta_comfyui_workflow import workflow_to_graph
-from promptlake.tasks.meta_invokeai import parse_invokeai
-from promptlake.tasks.meta_json import (
+from promptlake.tasks.metadata.a1111 import format_a1111, parse_a1111
+from promptlake.tasks.metadata.comfyui import parse_comfy_graph
+from promptlake.tasks.metadata.comfyui_workflow import workflow_to_graph
+from promptlake.tasks.metadata.invokeai import parse_invokeai
+from promptlake.tasks.metadata.json_tools import (
     drawthings_xmp,
     parse_easydiffusion,
     parse_json,
     parse_novelai,
 )
-from promptlake.tasks.meta_png import read_png
-from promptlake.tasks.meta_record import TOOLS, ImageMeta, load_json
-from promptlake.tasks.meta_stealth import read_stealth
+from promptlake.tasks.metadata.png import read_png
+from promptlake.tasks.metadata.record import TOOLS, ImageMeta, load_json
+from promptlake.tasks.metadata.stealth import read_stealth
 
 __all__ = [
     "EXIF_IFD",
@@ -48,8 +54,9 @@ EXIF_IFD, USER_COMMENT, EXIF_MODEL = 0x8769, 0x9286, 0x0110
 _MAX_PIXELS = Settings.model_fields["max_image_pixels"].default
 _CHARSETS = (b"ASCII\0\0\0", b"JIS\0\0\0\0\0", b"\0" * 8)
 # what a hostile or broken file can make a parser raise: it means "no metadata"
-_BROKEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
-_BROKEN += (OverflowError, zlib.error, struct.error, UnicodeError, OSError, SyntaxError)
+_BROKEN: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+_BROKEN += (RecursionError, OverflowError, zlib.error, struct.error, UnicodeError, OSError)
+_BROKEN += (SyntaxError,)
 
 
 def read_metadata(data: bytes, *, max_pixels: int = _MAX_PIXELS) -> ImageMeta | None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 import json
 import re
 
-from promptlake.tasks.meta_record import ImageMeta, looks_like_data, parse_size
+from promptlake.tasks.metadata.record import (
+    ImageMeta,
+    as_float,
+    as_int,
+    looks_like_data,
+    parse_size,
+)
 
 # A1111's own pattern (modules/infotext_utils.py): a key, then a quoted or a plain value
 _SETTING = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -46,10 +52,10 @@ def parse_a1111(text: str, *, bare: bool = True) -> ImageMeta | None:
         settings,
         tool=a1111_tool(settings),
         model_name=settings.get("Model", ""),
-        seed=settings.get("Seed"),
-        steps=settings.get("Steps"),
+        seed=as_int(settings.get("Seed")),
+        steps=as_int(settings.get("Steps")),
         sampler=settings.get("Sampler", ""),
-        cfg_scale=settings.get("CFG scale"),
+        cfg_scale=as_float(settings.get("CFG scale")),
         width=width,
         height=height,
     )

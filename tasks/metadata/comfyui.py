@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from promptlake.tasks.meta_record import ImageMeta, as_text
+from promptlake.tasks.metadata.record import ImageMeta, as_float, as_int, as_text
 
 MAX_NODES, MAX_DEPTH = 20_000, 150  # depth: nested walks, well inside Python's stack
 _TEXT_KEYS = ("text", "text_g", "clip_g", "t5xxl", "text_l", "clip_l", "populated_text", "prompt")
@@ -228,12 +228,12 @@ class _Graph:
             s,
             "comfyui",
             model_name=s.get("model", ""),
-            seed=s.get("seed"),
-            steps=s.get("steps"),
+            seed=as_int(s.get("seed")),
+            steps=as_int(s.get("steps")),
             sampler=s.get("sampler_name", ""),
-            cfg_scale=s.get("cfg"),
-            width=s.get("width"),
-            height=s.get("height"),
+            cfg_scale=as_float(s.get("cfg")),
+            width=as_int(s.get("width")),
+            height=as_int(s.get("height")),
             prompts=pairs,
         )
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from promptlake.tasks.meta_record import ImageMeta, build, flat_settings, load_json, pick
+from promptlake.tasks.metadata.record import ImageMeta, build, flat_settings, load_json, pick
 
 _NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
 _DREAM = re.compile(r'^\s*"(.*?)"(?=\s+-\w|\s*$)(.*)$', re.S)

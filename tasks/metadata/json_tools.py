@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import PureWindowsPath
 from typing import Any
 
-from promptlake.tasks.meta_record import (
+from promptlake.tasks.metadata.record import (
     ImageMeta,
     as_text,
     build,

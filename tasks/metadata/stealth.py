@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from promptlake.tasks.meta_png import PngFile, first_rows, gunzip
+from promptlake.tasks.metadata.png import PngFile, first_rows, gunzip
 
 SIGNATURES = {
     b"stealth_pnginfo": ("alpha", False),
@@ -42,7 +42,9 @@ def read_stealth(data: bytes, png: PngFile, *, max_pixels: int) -> str | None:
         m for m in (("alpha", "rgb") if head.channels == 4 else ("rgb",)) if _could_be(first, m)
     ]
     pixels = _decode(data) if modes else None
-    for mode in modes if pixels is not None else ():
+    if pixels is None:
+        return None
+    for mode in modes:
         text = _payload(pixels, mode)
         if text is not None:
             return text

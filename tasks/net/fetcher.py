@@ -24,9 +24,9 @@ from urllib3.exceptions import (
 )
 
 from promptlake.settings import Settings
-from promptlake.tasks.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
-from promptlake.tasks.hosts import breaker, host_key
-from promptlake.tasks.rows import url_problem
+from promptlake.tasks.net.backoff import TRANSIENT_STATUSES, backoff_delay, retry_after_seconds
+from promptlake.tasks.net.hosts import breaker, host_key
+from promptlake.tasks.source.rows import url_problem
 
 _HOST_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _HOST_LOCK = threading.Lock()

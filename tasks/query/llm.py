@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 # The SDK insists on a key; keyless local servers get this placeholder, never sent (see complete).
 KEYLESS = "no-key"
@@ -66,7 +68,7 @@ class ChatClient:
     def __init__(self, config: ChatConfig) -> None:
         self.config = config
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[ChatCompletionMessageParam]) -> str:
         """One chat completion; raises LLMError with the endpoint and reason (never the key)."""
         cfg = self.config
         # keyless servers (Ollama, llama.cpp, vLLM without --api-key) get no Authorization at all
@@ -101,7 +103,7 @@ class ChatClient:
             f"{hint.get(exc.status_code, '')}: {exc.response.text[:300]}"
         )
 
-    def _content(self, raw: openai.APIResponse) -> str:
+    def _content(self, raw: Any) -> str:
         """The reply's text; the SDK parses leniently, so the shape is checked here."""
         try:
             content = raw.parse().choices[0].message.content

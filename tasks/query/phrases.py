@@ -65,7 +65,7 @@ class TokenBudget:
 
     def extend(self, base: str, phrases: Iterable[str], *, most: int) -> tuple[str, list[str]]:
         """``base`` plus as many of ``phrases`` (up to ``most``) as fit, in order."""
-        text, used = self.cut(base), []
+        text, used = self.cut(base), list[str]()
         for phrase in phrases:
             if len(used) >= most:
                 break

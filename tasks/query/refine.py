@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Protocol, get_args
 
-from promptlake.settings import Settings
-from promptlake.storage.layout import DataDir
+from promptlake.settings import LLMChoice, Settings
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import Filters, Hit, StoreError
-from promptlake.tasks.encoder import get_encoder
-from promptlake.tasks.lazy import prefect_tasks
-from promptlake.tasks.llm import ChatClient, ChatConfig, LLMError
+from promptlake.tasks.clip.encoder import get_encoder
 from promptlake.tasks.metadata import ImageMeta, read_metadata
-from promptlake.tasks.phrases import TokenBudget, split_phrases
-from promptlake.tasks.search import SearchRequest, search
+from promptlake.tasks.query.llm import ChatClient, ChatConfig, LLMError
+from promptlake.tasks.query.phrases import TokenBudget, split_phrases
+from promptlake.tasks.query.search import SearchRequest, search
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 MAX_MODIFIERS = 8
 
@@ -33,7 +35,7 @@ class RefineRequest:
     image: str | None = None
     n: int = 3
     k: int = 12
-    llm: Literal["auto", "offline", "openai"] = "auto"
+    llm: LLMChoice = "auto"
     filters: Filters = field(default_factory=Filters)
     log: bool = True  # log the retrieval in the searches table
 
@@ -44,8 +46,10 @@ class RefineRequest:
             raise StoreError(f"n (variants) must be between 1 and 20, got {self.n}")
         if not 1 <= self.k <= 200:
             raise StoreError(f"k (neighbours) must be between 1 and 200, got {self.k}")
-        if self.llm not in ("auto", "offline", "openai"):
-            raise StoreError(f"llm must be auto, offline or openai, not {self.llm!r}")
+        if self.llm not in get_args(LLMChoice):
+            raise StoreError(
+                f"llm must be one of {', '.join(get_args(LLMChoice))}, not {self.llm!r}"
+            )
 
 
 @dataclass
@@ -90,7 +94,8 @@ class OfflineRefiner:
             return [self.budget.cut(idea.strip())]
         have = set(split_phrases(idea))
         ranked = self.ranked(hits, exclude=have, idea=idea)
-        leads = [[]] + [[p for p in ranked if p in set(split_phrases(h.prompt)[1:])] for h in hits]
+        leads: list[list[str]] = [[]]
+        leads += [[p for p in ranked if p in set(split_phrases(h.prompt)[1:])] for h in hits]
         out: list[str] = []
         for lead in leads:
             order = lead + [p for p in ranked if p not in lead]
@@ -136,7 +141,7 @@ class ChatRefiner:
 
     def variants(self, idea: str, hits: list[Hit], n: int) -> list[str]:
         examples = "\n".join(f"- {h.prompt.strip()}" for h in hits) or "- (none)"
-        messages = [
+        messages: list[ChatCompletionMessageParam] = [
             {
                 "role": "system",
                 "content": SYSTEM.format(examples=examples, n=n, words=self.budget.limit * 2 // 3),
@@ -224,11 +229,3 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     texts = refiner.variants(idea, hits, req.n)
     variants = [Variant(t, budget.count(t), drawn_from(t, hits)) for t in texts]
     return RefineResult(idea, refiner.name, variants, hits, exact)
-
-
-def _refine_task(req: RefineRequest, settings: Settings) -> RefineResult:
-    """Prefect task: one refine (LLM errors are not retried blindly: the client retried)."""
-    return refine(req, DataDir(settings.data_dir), settings)
-
-
-__getattr__ = prefect_tasks(__name__, refine_task=(_refine_task, {"name": "refine"}))

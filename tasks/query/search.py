@@ -10,17 +10,16 @@ from urllib.parse import urlparse
 import numpy as np
 
 from promptlake.settings import Settings
-from promptlake.storage import vectors
-from promptlake.storage.hits import LoggedSearch
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir import vectors
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
-from promptlake.storage.vectors import ModelMismatch
-from promptlake.tasks.encoder import ClipEncoder, current_namespace, get_encoder
-from promptlake.tasks.fetcher import Fetcher
-from promptlake.tasks.imaging import process_image
-from promptlake.tasks.lazy import prefect_tasks
+from promptlake.storage.store.hits import LoggedSearch
+from promptlake.tasks.clip.encoder import ClipEncoder, current_namespace, get_encoder
+from promptlake.tasks.images.imaging import process_image
 from promptlake.tasks.metadata import ImageMeta, read_metadata
-from promptlake.tasks.turn import store_turn
+from promptlake.tasks.net.fetcher import Fetcher
+from promptlake.tasks.runtime.turn import store_turn
 
 
 @dataclass
@@ -38,6 +37,8 @@ class SearchRequest:
     def image_bytes(self, settings: Settings) -> bytes:
         """The image's bytes, read (or fetched) once per request."""
         if self.image_body is None:
+            if self.image is None:
+                raise ValueError("this search has no image")
             self.image_body = read_image(self.image, settings)
         return self.image_body
 
@@ -162,11 +163,3 @@ def run(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) ->
         )
         return [found.exact.as_hit(req.image)] if found.exact else found.hits
     return search(req, data, settings)
-
-
-def _search_task(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:
-    """Prefect task: ``run``."""
-    return run(req, settings, use_metadata=use_metadata)
-
-
-__getattr__ = prefect_tasks(__name__, search_task=(_search_task, {"name": "search"}))

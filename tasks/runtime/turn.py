@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from promptlake.settings import Settings, store_url
 from promptlake.storage.store import Store, open_store
-from promptlake.storage.turn_files import command_line, say_on_stderr
+from promptlake.storage.store.turn_files import command_line, say_on_stderr
 
 
 @contextlib.contextmanager
@@ -33,7 +33,8 @@ def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator
 
 def _flow_run_id() -> str | None:
     """This process's flow run, if any. A process that never imported Prefect (a CLI search or
-    refine: see tasks/lazy.py) runs no flow, and does not pay for importing it here."""
+    refine: it calls tasks.query, never a flow) runs no flow, and does not pay for importing it
+    here."""
     if "prefect" not in sys.modules:
         return None
     from prefect.runtime import flow_run

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from promptlake.storage.layout import atomic_path, write_json
+from promptlake.storage.datadir.layout import atomic_path, write_json
 from promptlake.tasks.metadata import TOOLS, read_metadata
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from promptlake.storage.records import REQUIRED_COLUMNS
-from promptlake.tasks.sourcefile import check_file
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS
+from promptlake.tasks.source.sourcefile import check_file
 
 MAX_SIDE = 1 << 20
 _SPACE = re.compile(r"\s+")

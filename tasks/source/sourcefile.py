@@ -8,7 +8,7 @@ import gzip
 import zlib
 from pathlib import Path
 
-from promptlake.storage.records import REQUIRED_COLUMNS
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS
 
 FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 HEAD_BYTES = 1 << 16

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptlake.storage.layout import DataDir, write_json
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import PlanManifest, ShardRef, ShardStats, shard_name
-from promptlake.storage.vectors import claim_namespace
+from promptlake.storage.datadir.layout import DataDir, write_json
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import PlanManifest, ShardRef, ShardStats, shard_name
+from promptlake.storage.datadir.vectors import claim_namespace
 
 NAMESPACE = "clip@0123456789ab"
 MODEL = {"model": "tiny", "revision": "0123456789ab", "dim": 16, "max_tokens": 77}

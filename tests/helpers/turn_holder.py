@@ -1,4 +1,5 @@
-"""A process that takes a store's turn for tests: ``python -m tests.turn_holder URL [options]``.
+"""A process that takes a store's turn for tests:
+``python -m tests.helpers.turn_holder URL [options]``.
 
 Prints ``held`` once it holds the turn (after loading a real shard with ``--load``, as an
 ingest would), holds it ``--hold`` seconds or, with ``--hold -1``, until a line arrives on
@@ -17,7 +18,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--unit", default="test hold")
-    ap.add_argument("--who", default="tests.turn_holder")
+    ap.add_argument("--who", default="tests.helpers.turn_holder")
     ap.add_argument("--hold", type=float, default=60.0)
     ap.add_argument("--idle", type=float, default=0.0)
     ap.add_argument("--wait", type=float, default=300.0)
@@ -29,7 +30,7 @@ def main() -> None:
     with store.turn(args.unit, who=args.who, wait=args.wait, long=args.long):
         if args.load:
             from promptlake.settings import Settings
-            from promptlake.storage.layout import DataDir
+            from promptlake.storage.datadir.layout import DataDir
             from promptlake.tasks import load
 
             data = DataDir(args.load[0])

@@ -14,7 +14,7 @@ import requests
 import uvicorn
 
 from promptlake.settings import Settings
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.ui.app import create_app
 from promptlake.ui.service import PageService
 

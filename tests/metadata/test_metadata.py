@@ -10,7 +10,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from promptlake.cli import main
 from promptlake.settings import store_url
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import open_store
 from promptlake.tasks.metadata import (
     EXIF_IFD,
@@ -20,7 +20,7 @@ from promptlake.tasks.metadata import (
     read_metadata,
     save_with_metadata,
 )
-from promptlake.tasks.search import SearchRequest, reverse, run
+from promptlake.tasks.query.search import SearchRequest, reverse, run
 
 # exactly as AUTOMATIC1111 writes it, quoted hash lists included
 A1111 = (

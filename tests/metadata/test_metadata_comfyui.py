@@ -5,7 +5,7 @@ editor graph with reroutes and primitives, and an A1111-style save node."""
 import json
 
 from promptlake.tasks.metadata import read_metadata
-from tests.metadata_files import png
+from tests.helpers.metadata_files import png
 
 
 def node(kind, **inputs):

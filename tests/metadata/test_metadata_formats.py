@@ -6,7 +6,7 @@ import json
 import pytest
 
 from promptlake.tasks.metadata import read_metadata
-from tests.metadata_files import (
+from tests.helpers.metadata_files import (
     USER_COMMENT,
     exif_file,
     png,

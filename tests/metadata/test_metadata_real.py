@@ -2,16 +2,16 @@
 says where each comes from)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from promptlake.tasks.meta_comfyui import parse_comfy_graph
-from promptlake.tasks.meta_comfyui_workflow import workflow_to_graph
 from promptlake.tasks.metadata import read_metadata
+from promptlake.tasks.metadata.comfyui import parse_comfy_graph
+from promptlake.tasks.metadata.comfyui_workflow import workflow_to_graph
+from tests.helpers import DATA
 
-DATA = Path(__file__).parent / "data" / "metadata"
+METADATA = DATA / "metadata"
 WOMAN = "professional full body photo of young woman, hyper long brunette hair"
 # file: tool, prompt (start), negative (start), model, seed, steps, sampler, cfg, width, height
 CASES = {
@@ -129,7 +129,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_real_file(name):
     tool, prompt, negative, model, seed, steps, sampler, cfg, width, height = CASES[name]
-    meta = read_metadata((DATA / name).read_bytes())
+    meta = read_metadata((METADATA / name).read_bytes())
     assert meta is not None and meta.tool == tool
     assert meta.prompt.startswith(prompt) and meta.negative_prompt.startswith(negative)
     assert (meta.model_name, meta.seed, meta.steps, meta.sampler) == (model, seed, steps, sampler)
@@ -139,14 +139,14 @@ def test_real_file(name):
 
 
 def test_a1111_jpeg_and_a_chunk_after_the_pixels_read_like_the_png():
-    png = read_metadata((DATA / "automatic1111_cropped.png").read_bytes())
+    png = read_metadata((METADATA / "automatic1111_cropped.png").read_bytes())
     for name in ("automatic1111_cropped.jpg", "text_after_idat.png"):
-        assert read_metadata((DATA / name).read_bytes()) == png
+        assert read_metadata((METADATA / name).read_bytes()) == png
     assert png.settings["Model hash"] == "c0d1994c73"
 
 
 def test_comfyui_graph_with_several_samplers_gives_every_prompt():
-    meta = read_metadata((DATA / "night_evening_day_morning_cropped.png").read_bytes())
+    meta = read_metadata((METADATA / "night_evening_day_morning_cropped.png").read_bytes())
     # the second pass feeds the output: its prompt is the main one, its size the final one
     assert meta.prompt.startswith("(best quality) beautiful (HDR:1.2) (realistic:1.2)")
     assert (meta.seed, meta.steps, meta.width, meta.height) == (1122440447966177, 14, 1088, 1920)
@@ -156,7 +156,7 @@ def test_comfyui_graph_with_several_samplers_gives_every_prompt():
     first_pass = meta.prompts[1][0].split("\n")
     assert len(first_pass) == 5 and first_pass[0].startswith("(best quality) (night:1.3)")
     assert first_pass[-1].startswith("(masterpiece) (best quality) beautiful landscape")
-    layered = read_metadata((DATA / "noisy_latents_3_subjects_cropped.png").read_bytes())
+    layered = read_metadata((METADATA / "noisy_latents_3_subjects_cropped.png").read_bytes())
     assert len(layered.prompts) == 6 and layered.steps == 9
     assert any(p.startswith("sky clouds nature national park") for p, _ in layered.prompts)
 
@@ -171,7 +171,7 @@ def test_comfyui_graph_with_several_samplers_gives_every_prompt():
     ],
 )
 def test_comfyui_editor_graph_alone_reads_like_the_api_graph(name):
-    info = Image.open(DATA / name).info
+    info = Image.open(METADATA / name).info
     api = parse_comfy_graph(json.loads(info["prompt"]))
     editor = parse_comfy_graph(workflow_to_graph(json.loads(info["workflow"])))
     assert editor.prompts == api.prompts

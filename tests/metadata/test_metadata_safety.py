@@ -6,15 +6,15 @@ import json
 import random
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 
-from promptlake.tasks.meta_png import read_png
 from promptlake.tasks.metadata import read_metadata
-from tests.metadata_files import png, stealth_png
+from promptlake.tasks.metadata.png import read_png
+from tests.helpers import DATA
+from tests.helpers.metadata_files import png, stealth_png
 
-DATA = Path(__file__).parent / "data" / "metadata"
+METADATA = DATA / "metadata"
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:
@@ -130,10 +130,10 @@ def test_deep_and_exponential_comfyui_graphs_end():
 
 
 @pytest.mark.parametrize(
-    "name", sorted(p.name for p in DATA.glob("*.*") if p.suffix != ".md" and p.suffix != ".txt")
+    "name", sorted(p.name for p in METADATA.glob("*.*") if p.suffix != ".md" and p.suffix != ".txt")
 )
 def test_truncated_and_corrupted_real_files_never_raise(name):
-    data = (DATA / name).read_bytes()
+    data = (METADATA / name).read_bytes()
     for cut in range(0, len(data), max(1, len(data) // 40)):
         read_metadata(data[:cut])
     rng = random.Random(name)

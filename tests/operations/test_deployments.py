@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,16 +20,16 @@ from prefect.states import AwaitingRetry
 
 from promptlake.sample_data import sample_image
 from promptlake.settings import Settings, store_url
-from promptlake.storage.layout import DataDir, read_json
-from promptlake.storage.markers import Markers
-from promptlake.storage.records import PlanManifest
-from promptlake.storage.status import status
+from promptlake.storage.datadir.layout import DataDir, read_json
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.records import PlanManifest
+from promptlake.storage.datadir.status import status
 from promptlake.storage.store import open_store
 from tests.conftest import artifacts_of, write_csv
-from tests.fault_server import free_port
+from tests.helpers import ROOT
+from tests.helpers.fault_server import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"ingest", "resume", "feedback", "search", "refine"}
 
 

@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 from promptlake.sample_data import sample_image
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GENERIC = ("tasks", "storage", "flows", "deployments")
 
 
@@ -56,6 +56,13 @@ def test_wheel_installs_under_promptlake_only_and_ingests(tmp_path, tiny_clip):
     page = ("templates/index.html", "static/app.js", "static/app.css")
     assert {f"promptlake/ui/{f}" for f in page} <= set(names)  # the search page's assets
     assert {f"promptlake/{g}/__init__.py" for g in GENERIC} <= set(names)
+    # every sub-package ships (pyproject.toml lists them: a new one left out would not)
+    packages = {
+        f"promptlake/{init.relative_to(ROOT).as_posix()}"
+        for g in GENERIC
+        for init in (ROOT / g).rglob("__init__.py")
+    }
+    assert packages <= set(names), packages - set(names)
 
     env_dir = tmp_path / "venv"
     site = _fresh_venv(env_dir)

@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from promptlake.flows.ingest import ingest
 from promptlake.flows.params import FeedbackParams, IngestParams, RefineParams, SearchParams
-from promptlake.storage.hits import StoreError
-from promptlake.storage.layout import DataDir
-from promptlake.storage.store_urls import parse_store_url, redact_url
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.store.hits import StoreError
+from promptlake.storage.store.urls import parse_store_url, redact_url
 from tests.conftest import write_csv
+from tests.helpers import ROOT
 
 SECRET = "s3cret-pw"
 
@@ -122,11 +123,10 @@ def test_forms_lead_with_their_main_field_and_descriptions_survive_html():
 def test_the_readme_lists_every_setting():
     """The README's Configuration table has a row for each field of Settings, and no other."""
     import re
-    from pathlib import Path
 
     from promptlake.settings import Settings
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     named = set()
     for row in table.splitlines():

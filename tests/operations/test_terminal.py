@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from promptlake.cli import build_parser, main
-from promptlake.storage.layout import DataDir
-from tests.cli_proc import ROOT, Cli
+from promptlake.storage.datadir.layout import DataDir
 from tests.conftest import write_csv
+from tests.helpers.cli_proc import ROOT, Cli
 
 PROBE = """
 import json, sys
@@ -167,13 +167,13 @@ def test_status_through_a_closed_pipe_ends_quietly(tmp_path):
 
 
 def test_status_names_a_running_ingest_and_forgets_a_killed_one(tmp_path):
-    from promptlake.storage.status import format_status, status
+    from promptlake.storage.datadir.status import format_status, status
 
     data = DataDir(tmp_path / "d")
     code = (
         "import sys, time\n"
-        "from promptlake.storage import activity\n"
-        "from promptlake.storage.layout import DataDir\n"
+        "from promptlake.storage.datadir import activity\n"
+        "from promptlake.storage.datadir.layout import DataDir\n"
         f"with activity.running(DataDir({str(data.root)!r}), 'ingest p.csv (until index)'):\n"
         "    print('running', flush=True); time.sleep(300)\n"
     )

@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from promptlake.settings import Settings, store_url
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.store import open_store
-from promptlake.storage.turn_files import TurnFiles
-from tests.cli_proc import ROOT, Cli, Ended
+from promptlake.storage.store.turn_files import TurnFiles
 from tests.conftest import write_csv
+from tests.helpers.cli_proc import ROOT, Cli, Ended
 
 LIMIT = 10.0  # seconds from Ctrl-C to the end: the spec
 SHARDS, PER_SHARD = 8, 40
@@ -65,7 +65,7 @@ def _holder(url: str, *args: str):
     import subprocess
 
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.turn_holder", url, "--hold", "-1", *args],
+        [sys.executable, "-m", "tests.helpers.turn_holder", url, "--hold", "-1", *args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -225,7 +225,7 @@ def _plan_has_each_row_once(data: DataDir, n: int) -> None:
 def test_ctrl_c_stops_a_watch_and_a_feedback_run(tmp_path, cli):
     """``ingest-images --watch`` between two scans, and ``feedback`` waiting for the store:
     each stops in one line; the feedback run done again writes each variant once."""
-    from tests.metadata_files import picture, png
+    from tests.helpers.metadata_files import picture, png
 
     folder, d = tmp_path / "pictures", tmp_path / "d"
     folder.mkdir()

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.records import FetchRecord
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.records import FetchRecord
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc/self/smaps"

@@ -12,8 +12,8 @@ from prefect.client.orchestration import get_client
 from promptlake.cli import main
 from promptlake.flows.ingest import ingest
 from promptlake.flows.params import IngestParams
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from tests.conftest import artifacts_of, write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -175,8 +175,8 @@ def test_embed_tasks_hold_the_gpu_limit(tmp_path, server, tiny_clip):
 
     from promptlake.flows.ingest import ensure_gpu_limit
     from promptlake.settings import Settings
+    from promptlake.tasks.clip.encoder import get_encoder
     from promptlake.tasks.embed import embed_markers, embed_task
-    from promptlake.tasks.encoder import get_encoder
     from tests.conftest import make_shards
 
     data = DataDir(tmp_path / "d")

@@ -7,11 +7,11 @@ import pytest
 
 from promptlake.flows import shards as shards_mod
 from promptlake.flows.shards import Progress, StageResult, publish_summary
-from promptlake.storage import markers as markers_mod
-from promptlake.storage.markers import Markers
-from promptlake.storage.status import format_status, status
+from promptlake.storage.datadir import markers as markers_mod
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.status import format_status, status
 from tests.conftest import artifacts_of
-from tests.marker_dirs import NAMESPACE, build_marker_dir
+from tests.helpers.marker_dirs import NAMESPACE, build_marker_dir
 
 SHARDS = 900
 

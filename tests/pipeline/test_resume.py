@@ -8,19 +8,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
-from promptlake.storage.vectors import read_vectors
-from promptlake.tasks.encoder import get_encoder
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.vectors import read_vectors
+from promptlake.tasks.clip.encoder import get_encoder
 from tests.conftest import write_csv
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 5000
 BAD_KINDS = ["404", "500", "429", "trunc", "html", "slow", "dead", "redirect", "cut", "loop"]
 DELIVERABLE = {"img", "500", "429", "redirect"}
@@ -156,7 +155,7 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     assert len(set(ids_all)) == len(ids_all)
     assert sorted(image_ids) == sorted(ok)
     # the store holds each valid row once and each fetched image once
-    from promptlake.storage.status import status
+    from promptlake.storage.datadir.status import status
 
     report = status(data)
     assert report["store"] == {"prompts": N - 100, "images": len(deliverable)}

@@ -10,17 +10,17 @@ from promptlake.cli import main
 from promptlake.flows.feedback import feedback_flow
 from promptlake.flows.params import FeedbackParams
 from promptlake.settings import store_url
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.store import Filters, open_store
 from promptlake.tasks.feedback import STAGE, pick_inputs
-from promptlake.tasks.generate import PIPELINE_BUILDS
+from promptlake.tasks.images.generate import PIPELINE_BUILDS
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.plan import read_shard
-from promptlake.tasks.search import SearchRequest, search
-from tests.api_servers import A1111Server
+from promptlake.tasks.query.search import SearchRequest, search
 from tests.conftest import artifacts_of
-from tests.tiny_sd import build_sd
+from tests.helpers.api_servers import A1111Server
+from tests.helpers.tiny_sd import build_sd
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 IDEA = "a cat sleeping on the sofa"

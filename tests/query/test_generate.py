@@ -1,9 +1,9 @@
 """Generator URLs and the diffusers generator's errors (its happy path runs end to end in
-tests/test_feedback.py on a tiny pipeline)."""
+tests/query/test_feedback.py on a tiny pipeline)."""
 
 import pytest
 
-from promptlake.tasks.generate import GenerateError, GenerateOptions, make_generator
+from promptlake.tasks.images.generate import GenerateError, GenerateOptions, make_generator
 
 OPTIONS = GenerateOptions(steps=1, width=64, height=64)
 

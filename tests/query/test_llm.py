@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from promptlake.tasks.llm import ChatClient, ChatConfig, LLMError
-from promptlake.tasks.refine import parse_variants
-from tests.api_servers import ChatServer, completion
+from promptlake.tasks.query.llm import ChatClient, ChatConfig, LLMError
+from promptlake.tasks.query.refine import parse_variants
+from tests.helpers.api_servers import ChatServer, completion
 
 KEY = "sk-test-5ecret-key"
 

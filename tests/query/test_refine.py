@@ -10,14 +10,14 @@ from promptlake.cli import main
 from promptlake.flows.params import RefineParams, SearchParams
 from promptlake.flows.refine import refine_flow
 from promptlake.flows.search import search_flow
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import Hit
-from promptlake.tasks.llm import LLMError
 from promptlake.tasks.metadata import ImageMeta, save_with_metadata
-from promptlake.tasks.phrases import TokenBudget, split_phrases
-from promptlake.tasks.refine import OfflineRefiner, RefineRequest, refine
-from tests.api_servers import ChatServer, completion
+from promptlake.tasks.query.llm import LLMError
+from promptlake.tasks.query.phrases import TokenBudget, split_phrases
+from promptlake.tasks.query.refine import OfflineRefiner, RefineRequest, refine
 from tests.conftest import artifacts_of
+from tests.helpers.api_servers import ChatServer, completion
 
 IDEA = "a cat sleeping on the sofa"
 

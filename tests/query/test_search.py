@@ -9,13 +9,13 @@ import pytest
 
 from promptlake.cli import main
 from promptlake.settings import store_url
+from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import Filters, StoreError, open_store
-from promptlake.storage.vectors import ModelMismatch
 from promptlake.tasks import index, load
-from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.clip.encoder import get_encoder
 from promptlake.tasks.plan import read_shard
-from promptlake.tasks.search import SearchRequest, search
-from tests.fault_server import make_image
+from promptlake.tasks.query.search import SearchRequest, search
+from tests.helpers.fault_server import make_image
 
 
 def test_loads_are_idempotent_and_counted(data, built):
@@ -95,7 +95,7 @@ def test_cli_search_json_and_table(data, built, capsys, monkeypatch):
 
 def test_a_cold_cli_search_imports_only_what_it_needs(data, built):
     """A CLI search in a new process finds its hit without importing Prefect (~1 s of a cold
-    search: the flows' task wrappers are built on first use, tasks/lazy.py)."""
+    search: tasks.query imports none; the flows wrap it in tasks/search.py)."""
     _s, shards = built
     prompt = read_shard(data, shards[0])["prompt"][0].as_py()
     env = {**os.environ, "PROMPTLAKE_PRECISION": "fp32"}
@@ -123,8 +123,3 @@ def test_flows_get_the_prefect_tasks():
 
     assert isinstance(search_task, Task) and search_task.name == "search"
     assert isinstance(refine_task, Task) and refine_task.name == "refine"
-    from promptlake.tasks import search as module
-
-    assert module.search_task is search_task  # built once, then a plain module attribute
-    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        module.nothing  # noqa: B018

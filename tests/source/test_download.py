@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from promptlake.storage.layout import read_json
+from promptlake.storage.datadir.layout import read_json
 from promptlake.tasks.download import DownloadError, detect_format, download
 from tests.conftest import write_csv
 

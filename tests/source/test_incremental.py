@@ -8,11 +8,11 @@ import pytest
 
 from promptlake.cli import main
 from promptlake.settings import Settings, store_url
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.store import open_store
-from promptlake.tasks.encoder import get_encoder
+from promptlake.tasks.clip.encoder import get_encoder
 from tests.conftest import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from promptlake.storage.records import REQUIRED_COLUMNS
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS
 from promptlake.tasks.download import DownloadError, download, download_task
 from tests.conftest import HEADER
 

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from promptlake.storage.records import REQUIRED_COLUMNS
+from promptlake.storage.datadir.records import REQUIRED_COLUMNS
 from promptlake.tasks.download import download
 from promptlake.tasks.plan import PlanError, plan, read_shard
-from promptlake.tasks.rows import Columns, check_row, url_problem
+from promptlake.tasks.source.rows import Columns, check_row, url_problem
 from tests.conftest import write_csv
 
 GOOD = [
@@ -70,7 +70,7 @@ def test_malformed_csv_line_is_rejected_not_fatal(tmp_path, data):
 
 
 def test_same_input_gives_same_shards(tmp_path, data):
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
 
     a = _plan(tmp_path, data, GOOD + BAD)
     other = DataDir(tmp_path / "other")
@@ -100,7 +100,7 @@ def test_missing_column_is_named(tmp_path, data):
 
 
 def test_gzip_and_parquet_sources_plan_alike(tmp_path, data):
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
 
     csv_path = write_csv(tmp_path / "p.csv", GOOD + BAD)
     gz = tmp_path / "p.csv.gz"
@@ -156,7 +156,7 @@ def _rows(n, start=0, tag=""):
 def test_a_grown_source_is_planned_incrementally(tmp_path, data):
     """Append 30%, change 5%, delete 5%: existing shards stay as they were, only new and
     changed rows go into new shards, and the old copies are retired with a reason."""
-    from promptlake.storage.planfiles import read_index, read_retired
+    from promptlake.storage.datadir.planfiles import read_index, read_retired
 
     first = _plan(tmp_path, data, _rows(100), shard_size=10)
     before = {s.name: data.shard_file(s.name).read_bytes() for s in first.shards}

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from promptlake.storage.markers import Markers
-from promptlake.storage.vectors import ModelMismatch, claim_namespace, read_vectors
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.vectors import ModelMismatch, claim_namespace, read_vectors
 from promptlake.tasks import embed
-from promptlake.tasks.encoder import ModelLoadError, get_encoder
+from promptlake.tasks.clip.encoder import ModelLoadError, get_encoder
 from promptlake.tasks.fetch import run_shard as fetch_shard
 from tests.conftest import make_shards
 
@@ -66,7 +66,7 @@ def test_vectors_match_transformers_reference_and_their_rows(data, fetched, embe
         ).pooler_output
         ref = ref.detach().numpy()[0]
         assert np.dot(ref / np.linalg.norm(ref), text[k]) > 0.9999
-    from promptlake.storage.image_cache import ImageCache
+    from promptlake.storage.datadir.image_cache import ImageCache
 
     blobs = ImageCache.open(data.image_cache).images(img_ids)
     for k in rng.permutation(len(img_ids))[:3]:
@@ -101,7 +101,7 @@ def test_rerun_does_no_model_work(data, fetched, embed_settings, monkeypatch):
     monkeypatch.setattr(enc, "encode_pixels", boom)
     assert embed.run_shard(fetched[1], data, embed_settings) == first
     # a fresh worker process would not even load the weights for a finished shard
-    from promptlake.tasks import encoder as encoder_module
+    from promptlake.tasks.clip import encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "_CACHE", {})
     monkeypatch.setattr(encoder_module.ClipEncoder, "__init__", boom)

@@ -3,15 +3,15 @@ import io
 import pytest
 from PIL import Image
 
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.markers import Markers
-from promptlake.storage.status import format_status, status
-from promptlake.tasks.backoff import retry_after_seconds
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.status import format_status, status
 from promptlake.tasks.download import download
 from promptlake.tasks.fetch import read_status, run_shard
+from promptlake.tasks.net.backoff import retry_after_seconds
 from promptlake.tasks.plan import plan
 from tests.conftest import write_csv
-from tests.fault_server import FaultServer, make_image
+from tests.helpers.fault_server import FaultServer, make_image
 
 EXPECTED = {
     "img": ("ok", 1),
@@ -149,7 +149,7 @@ def test_retry_after(value, expected):
     ["http://" + "a" * 70 + ".com/x.jpg", "http://exa mple.com/x", "http://[::1/x", "gopher://x/y"],
 )
 def test_unusable_urls_are_a_row_status_not_a_crash(url, fast_settings):
-    from promptlake.tasks.fetcher import Fetcher
+    from promptlake.tasks.net.fetcher import Fetcher
 
     got = Fetcher(fast_settings).attempt(url)
     assert got.status == "invalid_url" and got.error and got.retry_in is None

@@ -2,11 +2,11 @@
 
 import pytest
 
-from promptlake.storage.markers import Markers
-from promptlake.storage.status import format_status, status
+from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.status import format_status, status
 from promptlake.tasks.fetch import fetch_task, read_status, run_shard
-from promptlake.tasks.hosts import CLOSED, HALF_OPEN, OPEN, HostBreaker, breaker
-from tests.fault_server import FaultServer, SilentServer, free_port
+from promptlake.tasks.net.hosts import CLOSED, HALF_OPEN, OPEN, HostBreaker, breaker
+from tests.helpers.fault_server import FaultServer, SilentServer, free_port
 from tests.test_fetch import _setup
 
 ROWS = 40  # per host
@@ -143,7 +143,7 @@ def test_a_bug_fails_the_shard_instead_of_its_rows(tmp_path, data, server, fast_
 
 
 def test_a_broken_cache_fails_the_shard(tmp_path, data, server, fast_settings, monkeypatch):
-    from promptlake.storage.image_cache import ImageCache
+    from promptlake.storage.datadir.image_cache import ImageCache
 
     _setup(tmp_path, data, [server.url("img", f"c{i}") for i in range(4)])
 
@@ -161,7 +161,7 @@ def test_the_run_report_says_loudly_when_a_shard_fetched_nothing(tmp_path, monke
     from promptlake.flows.ingest import ingest
     from promptlake.flows.params import IngestParams
     from tests.conftest import artifacts_of, write_csv
-    from tests.fault_server import make_image
+    from tests.helpers.fault_server import make_image
 
     monkeypatch.setenv("PROMPTLAKE_TASK_RETRIES", "0")
     rows = []

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from promptlake.tasks import encoder
-from promptlake.tasks.devices import candidate_devices, device_slot, lock_file, physical_device
+from promptlake.tasks.clip import encoder
+from promptlake.tasks.clip.devices import candidate_devices, device_slot, lock_file, physical_device
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 WAIT = 180  # seconds for a line from a holder: generous, the machine is shared
 
 HOLDER = """
 import logging, sys
-from promptlake.tasks.devices import device_slot, physical_device
+from promptlake.tasks.clip.devices import device_slot, physical_device
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
 with device_slot(sys.argv[1].split(","), lock_dir=sys.argv[2], poll=0.05) as device:
     print("held", device, physical_device(device), flush=True)

@@ -7,22 +7,21 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.records import FetchRecord
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.records import FetchRecord
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_MAP = 128 * 1024
 
 WRITER = """
 import faulthandler, os, sys
 faulthandler.dump_traceback_later(150, exit=True)  # a hang fails the test with this stack
 from pathlib import Path
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.records import FetchRecord
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.records import FetchRecord
 
 path, small, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cache = ImageCache(path, small)

@@ -16,11 +16,11 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
 from promptlake.settings import Settings, store_url
-from promptlake.storage.layout import DataDir
-from promptlake.storage.markers import Markers
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.store import open_store
 from tests.conftest import write_csv
-from tests.fault_server import free_port
+from tests.helpers.fault_server import free_port
 from tests.test_deployments import serving
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

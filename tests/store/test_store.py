@@ -6,24 +6,22 @@ import shutil
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from subprocess import PIPE
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from promptlake.storage import knn
-from promptlake.storage.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
-from promptlake.storage.hits import StoreUnavailable
-from promptlake.storage.knn import KnnTuning
-from promptlake.storage.store import Filters, StoreError, open_store
-from promptlake.storage.store_urls import parse_store_url
-from promptlake.storage.vectors import ModelMismatch
+from promptlake.storage.datadir.vectors import ModelMismatch
+from promptlake.storage.store import Filters, StoreError, knn, open_store
+from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, MyScaleDialect
+from promptlake.storage.store.hits import StoreUnavailable
+from promptlake.storage.store.knn import KnnTuning
+from promptlake.storage.store.urls import parse_store_url
+from tests.helpers import ROOT
 
 DIM = 16
 SERVER = os.environ.get("PROMPTLAKE_TEST_CLICKHOUSE_URL")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["chdb", "clickhouse"])

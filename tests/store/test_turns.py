@@ -1,6 +1,6 @@
 """Many processes, one embedded store: real processes take turns with a real chDB store.
 
-Holders are ``tests/turn_holder.py`` processes; searches are the real ``promptlake search``
+Holders are ``tests/helpers/turn_holder.py`` processes; searches are the real ``promptlake search``
 CLI. No test measures time: each checks who got the store, in what order, and what was said."""
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from promptlake.settings import store_url
-from promptlake.storage.hits import StoreBusy
-from promptlake.storage.layout import DataDir
-from promptlake.storage.status import format_status, status
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.status import format_status, status
 from promptlake.storage.store import open_store
-from promptlake.storage.turn_files import TurnFiles
+from promptlake.storage.store.hits import StoreBusy
+from promptlake.storage.store.turn_files import TurnFiles
 from promptlake.tasks import feedback
 from promptlake.tasks.plan import read_shard
-from promptlake.tasks.search import SearchRequest, search
-from promptlake.tasks.turn import store_turn
+from promptlake.tasks.query.search import SearchRequest, search
+from promptlake.tasks.runtime.turn import store_turn
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI_ENV = {"PROMPTLAKE_DEVICE": "cpu", "PROMPTLAKE_PRECISION": "fp32"}
 
 
@@ -43,9 +42,9 @@ def procs():
 
 
 def holder(procs: list, url: str, *args: str, held: bool = True) -> subprocess.Popen:
-    """Start ``tests.turn_holder``; with ``held``, return once it holds the store."""
+    """Start ``tests.helpers.turn_holder``; with ``held``, return once it holds the store."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.turn_holder", url, *args],
+        [sys.executable, "-m", "tests.helpers.turn_holder", url, *args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -15,12 +15,12 @@ import requests
 
 from promptlake.cli import main
 from promptlake.settings import store_url
-from promptlake.storage.hits import StoreBusy
 from promptlake.storage.store import open_store
+from promptlake.storage.store.hits import StoreBusy
 from promptlake.tasks.plan import read_shard
 from promptlake.ui.service import PageService
-from tests.fault_server import bomb_png
-from tests.ui_server import (
+from tests.helpers.fault_server import bomb_png
+from tests.helpers.ui_server import (
     FEEDBACK_IDEA,
     PageServer,
     build_store,
@@ -46,7 +46,7 @@ def page(store):
 
 @pytest.fixture(scope="module")
 def rows(store):
-    from promptlake.storage.layout import DataDir
+    from promptlake.storage.datadir.layout import DataDir
 
     shards = [read_shard(DataDir(store.data_dir), s).to_pylist() for s in ("00000", "00001")]
     return {r["id"]: r for rows in shards for r in rows}

@@ -16,12 +16,12 @@ import pytest
 from promptlake.flows.params import RefineParams, SearchParams
 from promptlake.flows.refine import refine_flow
 from promptlake.flows.search import search_flow
-from promptlake.storage.hits import StoreBusy
-from promptlake.storage.layout import DataDir
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.store.hits import StoreBusy
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.plan import read_shard
 from tests.conftest import artifacts_of
-from tests.ui_server import (
+from tests.helpers.ui_server import (
     FEEDBACK_IDEA,
     PageServer,
     build_store,

@@ -16,13 +16,13 @@ from promptlake.flows.params import SearchParams
 from promptlake.flows.results import hits_markdown, hits_rows
 from promptlake.flows.search import search_flow
 from promptlake.settings import Settings
-from promptlake.storage.image_cache import ImageCache
-from promptlake.storage.layout import DataDir
-from promptlake.storage.records import FetchRecord
+from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.records import FetchRecord
 from promptlake.storage.store import Hit
-from promptlake.tasks.thumbnails import thumbnails
+from promptlake.tasks.images.thumbnails import thumbnails
 from tests.conftest import artifacts_of
-from tests.fault_server import make_image
+from tests.helpers.fault_server import make_image
 
 NASTY = 'http://x/a.png?q="><script>alert(1)</script>|b'
 

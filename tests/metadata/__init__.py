@@ -1,0 +1,1 @@
+"""Generation metadata read from and written to image files."""

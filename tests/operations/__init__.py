@@ -1,0 +1,1 @@
+"""Running promptlake: the terminal, deployments and their forms, the demo, the install."""

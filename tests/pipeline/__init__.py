@@ -1,0 +1,1 @@
+"""Whole ingests: the flow, resume, orchestration, flat memory, Ctrl-C."""

@@ -1,0 +1,1 @@
+"""Search, refine, the LLM client, feedback and image generation."""

@@ -1,0 +1,1 @@
+"""The source: download, Kaggle, planning and incremental re-planning."""

@@ -1,0 +1,1 @@
+"""The vector store: its contract, turns between processes, concurrent users."""
