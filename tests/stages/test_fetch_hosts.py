@@ -7,7 +7,7 @@ from promptlake.storage.datadir.status import format_status, status
 from promptlake.tasks.fetch import fetch_task, read_status, run_shard
 from promptlake.tasks.net.hosts import CLOSED, HALF_OPEN, OPEN, HostBreaker, breaker
 from tests.helpers.fault_server import FaultServer, SilentServer, free_port
-from tests.test_fetch import _setup
+from tests.stages.test_fetch import _setup
 
 ROWS = 40  # per host
 

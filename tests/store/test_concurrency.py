@@ -21,7 +21,7 @@ from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.store import open_store
 from tests.conftest import write_csv
 from tests.helpers.fault_server import free_port
-from tests.test_deployments import serving
+from tests.operations.test_deployments import serving
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
