@@ -6,6 +6,7 @@ web stack, torch and CLIP load. The page then announces itself in the data dir's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import socket
 import sys
@@ -121,8 +122,7 @@ def serve(service: PageService, sock: socket.socket, url: str) -> None:
     from promptlake.ui.client import PAGE_KIND
 
     config = uvicorn.Config(create_app(service), log_level="info")
-    with activity.running(service.data, f"search page {url}", kind=PAGE_KIND, url=url):
-        try:
-            uvicorn.Server(config).run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn raises the Ctrl-C again once it has shut down
-            pass
+    note = activity.running(service.data, f"search page {url}", kind=PAGE_KIND, url=url)
+    # uvicorn raises the Ctrl-C again once it has shut down: that is the normal end
+    with note, contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])

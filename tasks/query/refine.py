@@ -246,6 +246,6 @@ def why_short(refiner: str, budget: TokenBudget, idea: str, hits: list[Hit], got
     if not hits:
         return "no stored prompt matched the filters: only the idea's own variant"
     return (
-        f"the {len(hits)} neighbours offered only {got} different sets of modifiers "
-        "(draw from more with a larger k)"
+        f"only {got} different set{'s' * (got != 1)} of modifiers among the {len(hits)} "
+        f"neighbour{'s' * (len(hits) != 1)} (a larger k draws from more)"
     )

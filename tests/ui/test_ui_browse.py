@@ -79,8 +79,10 @@ class Tab:
         self.cards(cards)
 
     def cards(self, n: int) -> None:
-        self.page.wait_for_function(f"() => ({CARDS})() === {n} && !document.querySelector"
-                                    "('#status').textContent.endsWith('…')")
+        self.page.wait_for_function(
+            f"() => ({CARDS})() === {n} && !document.querySelector"
+            "('#status').textContent.endsWith('…')"
+        )
 
     def chooser_from(self, key: str):
         """Press ``key`` on the focused element: the file chooser it opened."""
@@ -218,20 +220,23 @@ def test_target_and_idea_follow_the_current_search(tab, store):
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('like')")
     assert page.input_value("#target") == "images"
     drop_file(page, "#drop", png.read_bytes(), "p0007.png")  # a new image: its prompts again
-    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith"
-                           "('24 prompts')")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.startsWith('24 prompts')"
+    )
     assert page.input_value("#target") == "prompts"
     page.select_option("#target", "images")  # chosen by the person: it stays
     drop_file(page, "#drop", png.read_bytes(), "p0007.png")
-    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith"
-                           "('24 images')")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.startsWith('24 images')"
+    )
 
 
 def test_filters_come_from_the_store_and_zero_hits_name_them(tab, rows, tmp_path):
     page = tab.page
     sites = Counter(r["source_site"] for r in rows) + Counter({"feedback": 2})
-    page.wait_for_function("() => document.querySelectorAll('[name=source_site] option')"
-                           f".length === {len(sites) + 1}")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('[name=source_site] option').length === {len(sites) + 1}"
+    )
     labels = page.locator("select[name=source_site] option").all_inner_texts()
     assert sorted(labels[1:]) == sorted(f"{s} ({n})" for s, n in sites.items())
     site = sites.most_common(1)[0][0]
@@ -242,8 +247,9 @@ def test_filters_come_from_the_store_and_zero_hits_name_them(tab, rows, tmp_path
     page.fill("input[name=min_width]", "513")
     tab.search("a cat", 0)
     said = page.inner_text("#zero-text")
-    assert said == (f"No prompts match source site {site} and min width 513 (the widest "
-                    "image here is 256 px).")
+    assert said == (
+        f"No prompts match source site {site} and min width 513 (the widest image here is 256 px)."
+    )
     tab.shot(tmp_path, "zero.png")
     page.click("#unfilter")
     tab.cards(24)
