@@ -215,6 +215,21 @@ def test_a_failing_page_then_a_gone_page_means_a_search_here(store, env, cold, p
     assert page_notes(DataDir(store.data_dir)) == []  # the dead page's note is gone
 
 
+def test_ui_starts_on_an_empty_data_dir_only_while_an_ingest_fills_it(tmp_path):
+    from promptlake import preflight
+    from promptlake.storage.datadir import activity
+    from promptlake.ui.command import check_data
+
+    settings = get_settings(data_dir=str(tmp_path / "new"))
+    (tmp_path / "new").mkdir()
+    with pytest.raises(preflight.InputError, match="holds no embeddings yet"):
+        check_data(settings)
+    with activity.running(DataDir(settings.data_dir), "ingest big.csv (until index)"):
+        said = check_data(settings)
+    assert said.startswith("waiting for `ingest big.csv (until index)` (pid ")
+    assert said.endswith("to embed a first shard; searches answer 503 until then")
+
+
 def test_ui_refuses_a_busy_port_before_loading_anything(tmp_path):
     data = DataDir(tmp_path / "data")
     claim_namespace(data, "m@r", {"model": "m", "revision": "r", "dim": 4})  # "embedded"
