@@ -76,10 +76,3 @@ def create_app(service: PageService) -> FastAPI:
         return Response(body, media_type=kind, headers=headers)
 
     return app
-
-
-def serve(service: PageService, host: str, port: int) -> None:
-    """Run the page until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(service), host=host, port=port, log_level="info")

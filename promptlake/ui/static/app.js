@@ -172,7 +172,7 @@ async function run(fields, perPage, pages, how) {
   Object.assign(state, { fields, perPage, pages, hits: data.hits, exact: data.exact,
                          tookMs: data.took_ms });
   if (how !== "more") followSearch(fields, data.exact);
-  if (!state.facets[$("target").value]) loadFacets(); // not loaded at start (a busy store)
+  loadFacets(); // the target's (it may have changed): cached, or loaded now
   render(kept ? before.length : 0);
   remember(how);
   if (how === "more" && kept && state.hits.length > before.length) {
@@ -301,6 +301,7 @@ function restore(id, snap) {
   setControls(snap.fields, snap.perPage);
   showImage(snap.image, snap.imageName, snap.imageUrl);
   $("idea").value = snap.idea;
+  loadFacets();
   render(0);
   window.scrollTo(0, snap.scrollY);
 }
