@@ -273,6 +273,7 @@ def test_detail_shows_the_cached_copy_its_original_and_why_none(tab, rows, tmp_p
         " return [i.naturalWidth, i.getBoundingClientRect().width, i.width]; }"
     )
     assert natural == attr == 256 and shown <= natural  # never stretched
+    page.wait_for_function("() => document.querySelector('#detail-caption').textContent")
     assert page.inner_text("#detail-caption") == "cached copy 256×256 of the original 256×256"
     assert page.get_attribute("#detail-orig", "href") == f"/img/{row['id']}"
     assert page.inner_text("#detail-orig").endswith(f"/images/{row['id']}.png")
