@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
+.PHONY: install test lint format demo ui bench-fetch bench-embed bench-search bench-refine bench-ui \
 	bench-turns bench-folder bench-pipeline clean distclean
 
 install: $(VENV)/.installed
@@ -46,6 +46,12 @@ bench-fetch: install .venv-bench/.installed
 # the main job on a sample dataset made here: ingest, searches, refine, feedback (offline-safe)
 demo: install
 	$(PY) -m promptlake.demo $(DEMO_ARGS)
+
+# the search page on a data dir (default: the one `make demo` builds), CLIP loaded once; while
+# it runs, `promptlake search` and `refine` on the same data dir ask it (about a second each)
+DATA_DIR ?= demo/data
+ui: install
+	$(VENV)/bin/promptlake ui --data-dir $(DATA_DIR) $(UI_ARGS)
 
 # what runs leave behind; the virtualenvs (several GB, slow to rebuild) stay
 clean:

@@ -5,6 +5,8 @@ loaded straight into the store as benchmarks/search.py does) and a few thousand 
 their LMDB thumbnails, indexed. Then, in this order:
 - a cold ``promptlake search`` (a new process: imports, CLIP load, store open, one query);
 - ``promptlake ui`` started on a free port (CLIP loaded once, before it answers);
+- the same CLI searches again, now answered through the page (a new process that finds the page
+  in the data dir and asks it: no torch, no CLIP, no store), with their hits compared;
 - warm ``GET /api/search`` p50/p95 from 1 client and from 8 concurrent clients (keep-alive),
   failures counted; and a page's worth of ``/img/<id>`` thumbnails.
 The clients run in this process, on the same cores as the server. Ends with one JSON line.
@@ -116,8 +118,9 @@ def build(root: Path, n_rows: int, n_images: int) -> tuple[Settings, list[str]]:
     return settings, prompts
 
 
-def cold_cli(data_dir: Path, text: str, k: int) -> float:
-    """Seconds for ``promptlake search`` in a new process, from start to exit."""
+def cold_cli(data_dir: Path, text: str, k: int) -> tuple[float, list[str]]:
+    """Seconds for ``promptlake search`` in a new process, from start to exit, and its ids
+    (cold before the page starts; through the page once it runs)."""
     cli = [sys.executable, "-m", "promptlake.cli", "search", text, "-k", str(k), "--json"]
     t = time.perf_counter()
     done = subprocess.run(
@@ -129,8 +132,8 @@ def cold_cli(data_dir: Path, text: str, k: int) -> float:
     )
     took = time.perf_counter() - t
     if done.returncode != 0 or len(json.loads(done.stdout)) != k:
-        raise SystemExit(f"cold CLI search failed: {done.stderr[-2000:]}")
-    return took
+        raise SystemExit(f"CLI search failed: {done.stderr[-2000:]}")
+    return took, [h["id"] for h in json.loads(done.stdout)]
 
 
 def start_page(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
@@ -186,9 +189,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         settings, prompts = build(Path(tmp), args.rows, args.images)
         queries = [f"{p}, variation {i}" for i, p in enumerate(prompts)][: args.queries]
-        cold = [cold_cli(settings.data_dir, queries[i], args.k) for i in range(args.cold_runs)]
+        runs = [cold_cli(settings.data_dir, queries[i], args.k) for i in range(args.cold_runs)]
         proc, url, start_s = start_page(settings.data_dir)
         try:
+            via = [cold_cli(settings.data_dir, queries[i], args.k) for i in range(args.cold_runs)]
+            same = sum(ids == cold_ids for (_, ids), (_, cold_ids) in zip(via, runs, strict=True))
             client(url, queries[:20], args.k)  # connections, allocator, chDB caches
             one, failed_1, took = client(url, queries, args.k)
             per = [queries[i::8] for i in range(8)]
@@ -203,7 +208,9 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-    report(args, cold, start_s, (one, took, failed_1), (eight, failed_8, wall), thumbs, health)
+    cold = [s for s, _ in runs]
+    cli = ([s for s, _ in via], same)
+    report(args, cold, cli, start_s, (one, took, failed_1), (eight, failed_8, wall), thumbs, health)
 
 
 def timed_get(url: str, n: int) -> list[float]:
@@ -230,14 +237,18 @@ def fetch_thumbnails(url: str, k: int) -> list[float]:
     return lat
 
 
-def report(args, cold, start_s, single, multi, thumbs, health) -> None:
+def report(args, cold, cli, start_s, single, multi, thumbs, health) -> None:
     (one, took, failed_1), (eight, failed_8, wall) = single, multi
     cold_ms = statistics.median(cold) * 1000
+    via_ms = statistics.median(cli[0]) * 1000
     figures = {
         "rows": args.rows,
         "images": args.images,
         "k": args.k,
         "cold_cli_ms": round(cold_ms, 1),
+        "cli_via_page_ms": round(via_ms, 1),
+        "cold_over_via_page": round(cold_ms / via_ms, 2),
+        "via_page_same_hits": f"{cli[1]}/{len(cli[0])}",
         "ui_start_s": round(start_s, 2),
         "warm_p50_ms": round(pct(one, 50), 2),
         "warm_p95_ms": round(pct(one, 95), 2),
@@ -252,6 +263,11 @@ def report(args, cold, start_s, single, multi, thumbs, health) -> None:
     }
     print(f"cold CLI search (new process, median of {len(cold)}): {cold_ms:,.0f} ms")
     print(f"promptlake ui start (CLIP loaded, store touched): {start_s:.1f} s")
+    print(
+        f"the same CLI searches with the page running (median of {len(cli[0])}): "
+        f"{via_ms:,.0f} ms, {cold_ms / via_ms:.1f}x faster; same hits in {cli[1]} of "
+        f"{len(cli[0])}"
+    )
     print(f"warm, 1 client:   p50 {figures['warm_p50_ms']} ms  p95 {figures['warm_p95_ms']} ms")
     print(
         f"  of which the search itself (server's took_ms) p50 {figures['server_p50_ms']} ms; "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,6 +70,33 @@ def pick_model(root: Path) -> tuple[str, bool]:
 
 def banner(text: str) -> None:
     print(f"\n{'=' * 78}\n{text}\n{'=' * 78}", flush=True)
+
+
+def command() -> str:
+    """How to type ``promptlake`` here: bare when it is on PATH, else the virtualenv's script
+    (``make install`` puts it in .venv/bin, which a new shell does not have on PATH)."""
+    script = Path(sys.executable).parent / "promptlake"
+    found = shutil.which("promptlake")
+    if found and Path(found).resolve() == script.resolve():
+        return "promptlake"
+    if not script.exists():
+        return f"{sys.executable} -m promptlake.cli"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+
+
+def way_in(root: Path) -> str:
+    """The demo's last lines: how to open the search page on what it built."""
+    from promptlake.settings import get_settings
+    from promptlake.ui.command import page_url
+
+    data = root / "data"
+    make = "make ui" if root == Path("demo").resolve() else f"make ui DATA_DIR={data}"
+    s = get_settings()
+    return (
+        f"Open the search page on this data:  {make}   (or: {command()} ui --data-dir {data})\n"
+        f"then browse {page_url(s.ui_host, s.ui_port)} — while it runs, `promptlake search` "
+        "answers in about a second."
+    )
 
 
 def run(root: Path, n: int, model: str | None = None) -> int:
@@ -177,13 +206,14 @@ def run(root: Path, n: int, model: str | None = None) -> int:
         ),
     ]
     for title, argv in steps:
-        banner(f"{title}\n$ promptlake {' '.join(argv)}")
+        banner(f"{title}\n$ {command()} {' '.join(argv)}")
         code = main(argv)
         if code != 0:
             print(f"demo: step failed with exit code {code}", file=sys.stderr)
             return code
     print("\n(placeholder images" + (" and a tiny random CLIP" if tiny else "") + ": the demo")
-    print(" shows the machinery; see the note at the top for what is real)")
+    print(" shows the machinery; see the note at the top for what is real)\n")
+    print(way_in(root))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import get_args
 
 from promptlake.argtypes import number
@@ -12,6 +13,7 @@ from promptlake.settings import LLMChoice
 from promptlake.terminal import shorten
 
 DATA_DIR_HELP = "data directory (default: $PROMPTLAKE_DATA_DIR or ./data)"
+PAGE_TIMEOUT = 60.0  # seconds for a page's answer: it waits for the store a few seconds at most
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +97,7 @@ def _params(cls, args: argparse.Namespace, *, store: bool = True, **fields):
 def cmd_search(args: argparse.Namespace) -> int:
     from promptlake import preflight
     from promptlake.flows.params import SearchParams
+    from promptlake.tasks.query.resolve import query_settings
 
     if not (args.text and args.text.strip()) and not args.image:
         raise preflight.InputError("give a TEXT to search for, an --image, or both")
@@ -102,14 +105,72 @@ def cmd_search(args: argparse.Namespace) -> int:
     by_metadata = args.image and not args.text and args.target == "prompts"
     store = not (by_metadata and not args.no_metadata)
     params = _params(SearchParams, args, store=store, text=args.text, target=args.target, k=args.k)
-    from promptlake.tasks.query.search import SearchRequest, query_settings, run
-
     settings = query_settings(params.settings())
-    req = SearchRequest(args.text, args.image, args.target, settings.search_k, params.filters())
-    hits = run(req, settings, use_metadata=not args.no_metadata)
+    hits = _search(args, params, settings, by_metadata=by_metadata and not args.no_metadata)
     if args.json:
         print(json.dumps([asdict(h) for h in hits], indent=2))
         return 0
+    print_hits(hits)
+    return 0
+
+
+def _search(args: argparse.Namespace, params, settings, *, by_metadata: bool) -> list:
+    """The hits: an image's own metadata when it is asked for and has some (no model, no
+    store), else a running search page's answer, else this process's own search."""
+    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.ui.client import PageUnavailable
+
+    image = _image(args.image, settings)
+    if by_metadata and image:
+        from promptlake.tasks.metadata import read_metadata
+
+        exact = read_metadata(image[1])
+        if exact is not None:
+            return [exact.as_hit(args.image)]
+    page = _page(args, settings)
+    if page is not None:
+        try:
+            return page.search(
+                text=args.text, image=image, target=args.target, k=settings.search_k,
+                filters=params.filters(), timeout=PAGE_TIMEOUT,
+            )  # fmt: skip
+        except PageUnavailable as exc:
+            _say(args)(f"promptlake: {exc}: searching here")
+    from promptlake.tasks.query.search import SearchRequest, search
+
+    req = SearchRequest(args.text, args.image, args.target, settings.search_k, params.filters())
+    req.image_body = image[1] if image else None
+    return search(req, DataDir(settings.data_dir), settings)
+
+
+def _image(source: str | None, settings) -> tuple[str, bytes] | None:
+    """An --image's name and bytes, read (or fetched) once."""
+    if not source:
+        return None
+    from promptlake.tasks.query.resolve import read_image
+
+    return Path(source).name or "image", read_image(source, settings)
+
+
+def _say(args: argparse.Namespace):
+    from promptlake import terminal
+
+    return terminal.say if getattr(args, "verbose", False) else (lambda line: None)
+
+
+def _page(args: argparse.Namespace, settings):
+    """A running search page on the same data dir and settings, or None (say why under -v)."""
+    from promptlake.ui.client import find_page
+
+    say = _say(args)
+    page = find_page(settings, say)
+    if page is not None:
+        say(f"promptlake: asking the search page at {page.url} (pid {page.pid})")
+    return page
+
+
+def print_hits(hits: list) -> None:
+    """Search hits for a terminal: rank, distance, site and size, id, prompt, how it was made."""
     if not hits:
         print("no hits")
     elif not hits[0].origin.startswith("metadata:"):
@@ -133,7 +194,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         if h.extra.get("trigger"):
             parents = ", ".join(h.extra.get("parent_ids", [])) or "none"
             print(f"     lineage: {shorten(h.extra['trigger'], 120)}; drawn from {parents}")
-    return 0
 
 
 DISTANCE_HEADER = "rank  distance (cosine: 0 is the same, lower is closer)  [site, size] id"
@@ -151,13 +211,36 @@ def format_exact(prompt: str, extra: dict, tool: str) -> str:
 
 def cmd_refine(args: argparse.Namespace) -> int:
     from promptlake.flows.params import RefineParams
-    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.tasks.query.resolve import query_settings
 
     params = _params(RefineParams, args, idea=args.idea or "", n=args.n, k=args.k, llm=args.llm)
-    from promptlake.tasks.query.refine import RefineRequest, refine
-    from promptlake.tasks.query.search import query_settings
-
     settings = query_settings(params.settings())
+    result = _refine(args, params, settings)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_refine(result))
+    return 0
+
+
+def _refine(args: argparse.Namespace, params, settings) -> dict:
+    """``RefineResult.to_dict()``: from a running search page when there is one, else here."""
+    from promptlake.storage.datadir.layout import DataDir
+    from promptlake.ui.client import PageUnavailable
+
+    image = _image(params.image, settings)
+    page = _page(args, settings)
+    if page is not None:
+        wait = settings.llm_timeout * (settings.llm_retries + 1) + PAGE_TIMEOUT
+        try:
+            return page.refine(
+                idea=params.idea, image=image, n=settings.refine_n, k=settings.refine_k,
+                llm=params.llm, filters=params.filters(), timeout=wait,
+            )  # fmt: skip
+        except PageUnavailable as exc:
+            _say(args)(f"promptlake: {exc}: refining here")
+    from promptlake.tasks.query.refine import RefineRequest, refine
+
     req = RefineRequest(
         idea=params.idea,
         image=params.image,
@@ -165,27 +248,28 @@ def cmd_refine(args: argparse.Namespace) -> int:
         k=settings.refine_k,
         llm=params.llm,
         filters=params.filters(),
+        image_body=image[1] if image else None,
     )
-    result = refine(req, DataDir(settings.data_dir), settings)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    print(format_refine(result))
-    return 0
+    return refine(req, DataDir(settings.data_dir), settings).to_dict()
 
 
-def format_refine(result) -> str:
+def format_refine(result: dict) -> str:
     """Variants with the neighbours each drew from, then the neighbours, for a terminal."""
-    rank = {h.id: i for i, h in enumerate(result.sources, 1)}
+    sources, variants, exact = result["sources"], result["variants"], result.get("exact")
+    rank = {h["id"]: i for i, h in enumerate(sources, 1)}
     lines = []
-    if result.exact:
-        lines += [format_exact(result.exact.prompt, asdict(result.exact), result.exact.tool), ""]
-    lines.append(f"idea: {result.idea}  (refiner: {result.refiner})")
-    for i, v in enumerate(result.variants, 1):
-        lines.append(f"{i:3}. {v.prompt}")
-        named = ", ".join(f"#{rank[x]} {x}" for x in v.drawn_from) or "none"
-        lines.append(f"     {v.tokens} CLIP tokens; drawn from: {named}")
-    lines.append(f"\nneighbours ({len(result.sources)}; cosine distance, lower is closer):")
-    for i, h in enumerate(result.sources, 1):
-        lines.append(f"  #{i:<3} {max(h.distance, 0.0):.4f} {h.id}: {shorten(h.prompt, 140)}")
+    if exact:
+        lines += [format_exact(exact["prompt"], exact, exact["tool"]), ""]
+    lines.append(f"idea: {result['idea']}  (refiner: {result['refiner']})")
+    if result.get("shortfall"):
+        lines.append(f"{len(variants)} of {result['asked']} variants: {result['shortfall']}")
+    for i, v in enumerate(variants, 1):
+        lines.append(f"{i:3}. {v['prompt']}")
+        named = ", ".join(f"#{rank[x]} {x}" for x in v["drawn_from"]) or "none"
+        lines.append(f"     {v['tokens']} CLIP tokens; drawn from: {named}")
+    lines.append(f"\nneighbours ({len(sources)}; cosine distance, lower is closer):")
+    for i, h in enumerate(sources, 1):
+        lines.append(
+            f"  #{i:<3} {max(h['distance'], 0.0):.4f} {h['id']}: {shorten(h['prompt'], 140)}"
+        )
     return "\n".join(lines)

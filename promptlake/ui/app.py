@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from promptlake.ui import api, errors
-from promptlake.ui.forms import BadRequest
+from promptlake.ui.forms import MAX_K, BadRequest
 from promptlake.ui.service import PageService
 
 HERE = Path(__file__).parent
@@ -48,6 +48,7 @@ def create_app(service: PageService) -> FastAPI:
     def page(request: Request) -> HTMLResponse:
         s = service.settings
         context = {"k": s.ui_k, "refine_n": s.refine_n, "max_bytes": s.ui_max_upload_bytes}
+        context["max_k"] = MAX_K  # "More" asks at most this deep
         response = templates.TemplateResponse(request, "index.html", context)
         response.headers["Content-Security-Policy"] = CSP
         return response
@@ -75,10 +76,3 @@ def create_app(service: PageService) -> FastAPI:
         return Response(body, media_type=kind, headers=headers)
 
     return app
-
-
-def serve(service: PageService, host: str, port: int) -> None:
-    """Run the page until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(service), host=host, port=port, log_level="info")

@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from promptlake.settings import Settings
+from promptlake.argtypes import bounds
+from promptlake.settings import LLMChoice, Settings
+from promptlake.storage.datadir.records import FetchRecord
 from promptlake.storage.store.hits import Filters, Hit
 from promptlake.tasks.images.thumbnails import page_image_url
 
 _ID = re.compile(r"[^\x00-\x1f\x7f/\\]{1,256}")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the text fields around the image
+MAX_K = int(bounds("search_k")[1] or 1000)  # the CLI's -k bound: its searches can come here
 
 
 class BadRequest(ValueError):
@@ -71,7 +74,7 @@ class SearchQuery(Query):
 
     text: str = Field("", max_length=2000)
     target: Literal["prompts", "images"] = "prompts"
-    k: int = Field(ge=1, le=200)
+    k: int = Field(ge=1, le=MAX_K)
     like: str | None = Field(None, description="search with this row's cached image")
 
     @classmethod
@@ -82,9 +85,10 @@ class SearchQuery(Query):
 class RefineQuery(Query):
     """A refine: an idea, the variants to write and the neighbours to draw them from."""
 
-    idea: str = Field(min_length=1, max_length=2000)
+    idea: str = Field("", max_length=2000)  # or an uploaded image (POST)
     n: int = Field(ge=1, le=20)
     k: int = Field(ge=1, le=200)
+    llm: LLMChoice = "auto"
 
     @classmethod
     def defaults(cls, settings: Settings) -> dict[str, Any]:
@@ -166,14 +170,16 @@ def check_image(body: bytes, settings: Settings) -> None:
         raise BadRequest(f"the image is {size}; {most} (PROMPTLAKE_UI_MAX_UPLOAD_PIXELS)", 413)
 
 
-def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
-    """One hit for the API: the store's fields, its thumbnail (when its image is cached) and
+def hit_json(hit: Hit, cached: set[str], record: FetchRecord | None = None) -> dict[str, Any]:
+    """One hit for the API: the store's fields (the distance as the store gave it, so a CLI
+    asking the page prints what it would print itself), its thumbnail (when its image is
+    cached), ``image`` (the cached copy's size, or why there is none: its fetch record) and
     ``extra`` (lineage, generation settings: whatever the store carries)."""
     return {
         "id": hit.id,
         "prompt": hit.prompt,
         "url": hit.url,
-        "distance": round(max(hit.distance, 0.0), 5),
+        "distance": hit.distance,
         "width": hit.width,
         "height": hit.height,
         "source_site": hit.source_site,
@@ -183,5 +189,14 @@ def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
         "tool": hit.tool,
         "settings": hit.settings,
         "thumbnail": page_image_url("", hit.id) if hit.id in cached else None,
+        "image": image_json(record),
         "extra": jsonable_encoder(hit.extra),
     }
+
+
+def image_json(record: FetchRecord | None) -> dict[str, Any] | None:
+    """A row's cached image as the detail shows it: the stored size, or the fetch's status."""
+    if record is None:
+        return None
+    keys = ("status", "http_status", "width", "height")
+    return {**{key: getattr(record, key) for key in keys}, "error": record.error[:300]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,10 +18,12 @@ from promptlake.settings import Settings, get_settings
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store.hits import Hit, StoreBusy
 from promptlake.tasks.clip.encoder import current_namespace, get_encoder
-from promptlake.tasks.images.thumbnails import cached_images
+from promptlake.tasks.images.thumbnails import cached_images, cached_records
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.query.refine import RefineRequest, refine
 from promptlake.tasks.query.search import SearchRequest, image_vectors, query_settings, search
+from promptlake.tasks.query.search import facets as store_facets
+from promptlake.ui.client import fingerprint
 from promptlake.ui.forms import (
     BadRequest,
     RefineQuery,
@@ -116,9 +119,14 @@ class PageService:
             "exact": jsonable_encoder(asdict(exact)) if exact else None,
         }
 
-    def refine(self, q: RefineQuery) -> dict[str, Any]:
-        """Variants of an idea (the configured LLM, else offline), each naming its sources."""
-        req = RefineRequest(idea=q.idea, n=q.n, k=q.k, filters=q.filters())
+    def refine(self, q: RefineQuery, upload: Upload | None = None) -> dict[str, Any]:
+        """Variants of an idea, an uploaded image or both (the configured LLM, else offline),
+        each naming its sources; fewer than asked come with the reason."""
+        if upload:
+            check_image(upload.body, self.settings)
+        req = RefineRequest(idea=q.idea, n=q.n, k=q.k, llm=q.llm, filters=q.filters())
+        if upload:
+            req.image, req.image_body = upload.name, upload.body
         start = time.perf_counter()
         result = self._call(refine, req)
         return {
@@ -127,6 +135,26 @@ class PageService:
             "variants": [asdict(v) for v in result.variants],
             "sources": self.hits_json(result.sources),
             "took_ms": round((time.perf_counter() - start) * 1000, 2),
+            "asked": result.asked,
+            "shortfall": result.shortfall,
+            "exact": jsonable_encoder(asdict(result.exact)) if result.exact else None,
+        }
+
+    def facets(self, target: str) -> dict[str, Any]:
+        """The values the store's ``target`` table holds in each filter column, with counts."""
+        found = self._call(store_facets, target)
+        sizes = {"max_width": found.max_width, "max_height": found.max_height}
+        return {"target": target, "rows": found.rows, **found.values, **sizes}
+
+    def info(self) -> dict[str, Any]:
+        """What a CLI checks before it asks this page instead of loading CLIP (no store, no
+        lock: answered at once, even mid-search)."""
+        return {
+            "ready": self.ready,
+            "reason": self.reason,
+            "pid": os.getpid(),
+            "data_dir": str(self.settings.data_dir),
+            "fingerprint": fingerprint(self.settings),
         }
 
     def stored_image(self, rid: str) -> Upload:
@@ -141,8 +169,9 @@ class PageService:
         return cached_images(self.data, [valid_id(rid)]).get(rid)
 
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
-        cached = set(cached_images(self.data, [h.id for h in hits]))
-        return [hit_json(h, cached) for h in hits]
+        records = cached_records(self.data, [h.id for h in hits])  # small: no image bodies
+        cached = {rid for rid, record in records.items() if record.ok}
+        return [hit_json(h, cached, records.get(h.id)) for h in hits]
 
 
 def _blank_jpeg() -> bytes:

@@ -24,15 +24,16 @@ def _dir(data: DataDir) -> Path:
 
 
 @contextmanager
-def running(data: DataDir, what: str) -> Iterator[None]:
-    """Note that ``what`` (e.g. ``ingest data/p.csv``) runs on ``data`` meanwhile."""
+def running(data: DataDir, what: str, **extra: object) -> Iterator[None]:
+    """Note that ``what`` (e.g. ``ingest data/p.csv``) runs on ``data`` meanwhile; ``extra``
+    fields go into the note (the search page: ``kind="page"`` and its ``url``)."""
     folder = _dir(data)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{os.getpid()}-{next(_SEQ)}.json"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        note = {"pid": os.getpid(), "host": socket.gethostname(), "what": what}
+        note = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, **extra}
         os.write(fd, json.dumps({**note, "since": time.time()}).encode())
         yield
     finally:

@@ -31,10 +31,12 @@ from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, di
 from promptlake.storage.store.embedded import open_engine, warm_up
 from promptlake.storage.store.hits import (
     HIT_COLUMNS,
+    Facets,
     Filters,
     Hit,
     LoggedSearch,
     StoreError,
+    facet_sql,
     hit_from_row,
 )
 from promptlake.storage.store.turn_files import Say, command_line, say_on_stderr
@@ -290,6 +292,19 @@ class Store:
             sql, parameters={**params, "q": list(map(float, vector)), "k": k}, settings=settings
         ).result_rows
         return [hit_from_row(r) for r in rows]
+
+    @_in_turn
+    def facets(self, name: str) -> Facets:
+        """The values of table ``name``'s filter columns with their row counts (a few ms per
+        field at 900k rows: LowCardinality columns, read whole)."""
+        self._check_table(name)
+        totals, groups = facet_sql(self.table(name))
+        rows, wide, tall = self.client.query(totals).result_rows[0]
+        values = {
+            field: [(str(v), int(n)) for v, n in self.client.query(sql).result_rows]
+            for field, sql in groups.items()
+        }
+        return Facets(int(rows), values, int(wide or 0), int(tall or 0))
 
     @_in_turn
     def log_search(self, search: LoggedSearch) -> None:

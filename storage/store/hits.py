@@ -133,3 +133,29 @@ class StoreBusy(StoreError):
 
 class StoreUnavailable(StoreError):
     """The embedded store cannot be opened; the message gives the real cause."""
+
+
+FACET_FIELDS = ("source_site", "origin", "model_name", "tool")
+FACET_LIMIT = 200  # values per field: a page's list, not a census
+
+
+@dataclass(frozen=True)
+class Facets:
+    """What a table holds, for offering its filters: each field's values with their row counts
+    (most first, at most ``FACET_LIMIT``), and the widest and tallest original images."""
+
+    rows: int
+    values: dict[str, list[tuple[str, int]]]
+    max_width: int
+    max_height: int
+
+
+def facet_sql(table: str) -> tuple[str, dict[str, str]]:
+    """The queries behind :class:`Facets`: the totals, then one GROUP BY per field."""
+    totals = f"SELECT count(), max(width), max(height) FROM {table}"
+    groups = {
+        name: f"SELECT {name} AS v, count() AS n FROM {table} GROUP BY v "
+        f"ORDER BY n DESC, v LIMIT {FACET_LIMIT}"
+        for name in FACET_FIELDS
+    }
+    return totals, groups

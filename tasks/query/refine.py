@@ -38,6 +38,7 @@ class RefineRequest:
     llm: LLMChoice = "auto"
     filters: Filters = field(default_factory=Filters)
     log: bool = True  # log the retrieval in the searches table
+    image_body: bytes | None = field(default=None, repr=False)  # ``image`` already read
 
     def validate(self) -> None:
         if not self.idea.strip() and not self.image:
@@ -68,6 +69,8 @@ class RefineResult:
     variants: list[Variant]
     sources: list[Hit]
     exact: ImageMeta | None = None
+    asked: int = 0  # variants asked for; fewer were written when ``shortfall`` says why
+    shortfall: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -214,7 +217,9 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them. An
     image carrying its generation prompt lends that prompt as the idea when none is given."""
     req.validate()
-    query = SearchRequest(image=req.image, k=req.k, filters=req.filters, log=req.log)
+    query = SearchRequest(
+        image=req.image, k=req.k, filters=req.filters, log=req.log, image_body=req.image_body
+    )
     exact = read_metadata(query.image_bytes(settings)) if req.image else None  # read once
     idea = req.idea.strip() or (exact.prompt if exact else "")
     query.text = idea or None
@@ -228,4 +233,19 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
         raise StoreError("the store has no prompts near this image, and no idea was given")
     texts = refiner.variants(idea, hits, req.n)
     variants = [Variant(t, budget.count(t), drawn_from(t, hits)) for t in texts]
-    return RefineResult(idea, refiner.name, variants, hits, exact)
+    short = why_short(refiner.name, budget, idea, hits, len(texts)) if len(texts) < req.n else ""
+    return RefineResult(idea, refiner.name, variants, hits, exact, req.n, short)
+
+
+def why_short(refiner: str, budget: TokenBudget, idea: str, hits: list[Hit], got: int) -> str:
+    """Why a refiner wrote ``got`` variants, fewer than asked, in words for the person."""
+    if refiner != "offline":
+        return f"the LLM gave {got} distinct prompts that fit CLIP's {budget.limit} tokens"
+    if not budget.fits(idea.strip()):
+        return f"the idea alone fills CLIP's {budget.limit} tokens: nothing can be added"
+    if not hits:
+        return "no stored prompt matched the filters: only the idea's own variant"
+    return (
+        f"only {got} different set{'s' * (got != 1)} of modifiers among the {len(hits)} "
+        f"neighbour{'s' * (len(hits) != 1)} (a larger k draws from more)"
+    )

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from promptlake.settings import Settings
-from promptlake.storage.datadir import vectors
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
-from promptlake.storage.store.hits import LoggedSearch
+from promptlake.storage.store.hits import Facets, LoggedSearch
 from promptlake.tasks.clip.encoder import ClipEncoder, current_namespace, get_encoder
 from promptlake.tasks.images.imaging import process_image
 from promptlake.tasks.metadata import ImageMeta, read_metadata
-from promptlake.tasks.net.fetcher import Fetcher
+from promptlake.tasks.query.resolve import query_settings, read_image  # noqa: F401  (callers import them here)
 from promptlake.tasks.runtime.turn import store_turn
 
 
@@ -54,28 +51,6 @@ class SearchRequest:
             raise StoreError("give a text, an --image, or both")
         if self.target not in TABLES:
             raise StoreError(f"target must be prompts or images, not {self.target!r}")
-
-
-def query_settings(settings: Settings) -> Settings:
-    """Settings for searching a data dir: unless a model was set (a parameter, a flag or
-    PROMPTLAKE_CLIP_MODEL), the one the data dir was embedded with."""
-    if "clip_model" in settings.model_fields_set:
-        return settings
-    found = vectors.current_namespace(DataDir(settings.data_dir))
-    return settings.model_copy(update={"clip_model": found[1]["model"]}) if found else settings
-
-
-def read_image(source: str, settings: Settings) -> bytes:
-    """Image bytes from a local path or an http(s) URL (with the fetch stage's limits)."""
-    if urlparse(source).scheme in ("http", "https"):
-        got = Fetcher(settings).attempt(source)
-        if got.status != "ok":
-            raise StoreError(f"could not fetch {source}: {got.status} {got.error}")
-        return got.body
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise StoreError(f"image not found: {source!r}")
-    return path.read_bytes()
 
 
 @dataclass
@@ -151,6 +126,16 @@ def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
         if req.log:
             store.log_search(req.logged(hits, (time.perf_counter() - start) * 1000))
     return hits
+
+
+def facets(target: str, data: DataDir, settings: Settings) -> Facets:
+    """What the store's ``target`` table holds, for offering its filters: one turn."""
+    if target not in TABLES:
+        raise StoreError(f"target must be prompts or images, not {target!r}")
+    ns, model = current_namespace(data, settings)
+    with store_turn(settings, "facets") as store:
+        store.ensure_schema(ns, int(model["dim"]))
+        return store.facets(target)
 
 
 def run(req: SearchRequest, settings: Settings, *, use_metadata: bool = True) -> list[Hit]:

@@ -1,11 +1,13 @@
 """`make demo`'s program on a small sample: every step runs and shows what it should."""
 
 import io
+import subprocess
 
 from PIL import Image
 
 from promptlake.demo import main, make_dataset
 from promptlake.tasks.metadata import read_metadata
+from tests.helpers import ROOT
 
 
 def test_sample_dataset_carries_its_prompts_and_true_sizes(tmp_path):
@@ -32,3 +34,19 @@ def test_demo_runs_end_to_end(tmp_path, tiny_clip, capsys, monkeypatch):
     assert "[feedback]" in out and "0x0" not in out  # no image, no size
     assert "lineage: idea: a paper boat on a rainy street; drawn from" in out
     assert "resume:   nothing to rerun" in out
+    data = tmp_path / "demo" / "data"
+    last = out.rstrip().splitlines()[-2:]  # the way in: the page on what it built
+    assert last[0].startswith(f"Open the search page on this data:  make ui DATA_DIR={data}   ")
+    assert last[0].endswith(f" ui --data-dir {data})")
+    assert last[1].startswith("then browse http://127.0.0.1:8700 — while it runs")
+
+
+def test_make_ui_opens_the_page_on_the_demo_data():
+    made = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[-1].split() == [
+        ".venv/bin/promptlake",
+        "ui",
+        "--data-dir",
+        "demo/data",
+    ]

@@ -76,6 +76,8 @@ BAD = [
     (["resume", "--data-dir", "nodir"], "no data dir at "),
     (["resume", "--data-dir", "planned"], "no ingest was started in "),
     (["refine", "cat", "--data-dir", "planned"], "holds no embeddings yet (0 rows to search)"),
+    (["ui", "--data-dir", "nodir"], "no data dir at "),
+    (["ui", "--data-dir", "planned"], "holds no embeddings yet (0 rows to search)"),
     (["search", "--image", "note.png", "--data-dir", "nodir"], "--image note.png: not an image"),
     (["search", "--image", "nope.png"], "--image nope.png: no such file"),
 ]

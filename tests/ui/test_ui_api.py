@@ -68,7 +68,7 @@ def test_text_search_hits_carry_cached_thumbnails(page, rows):
     body = got.json()
     assert len(body["hits"]) == 5 and body["took_ms"] > 0 and body["exact"] is None
     top = body["hits"][0]
-    assert HIT_KEYS | META_KEYS | {"thumbnail"} == set(top)
+    assert HIT_KEYS | META_KEYS | {"thumbnail", "image"} == set(top)
     assert top["id"] == "p0005" and top["distance"] < 1e-4 and top["prompt"] == row["prompt"]
     assert top["source_site"] == row["source_site"] and top["thumbnail"] == "/img/p0005"
     img = get(page, top["thumbnail"])
@@ -153,7 +153,7 @@ def raw_get(page, path: str) -> tuple[int, dict]:
         ("/api/search?text=x&minwidth=3", 400, "minwidth: unknown field"),
         ("/api/search?like=no-such-row", 404, "has no cached image"),
         ("/api/search?like=..", 400, "not a row id"),
-        ("/api/refine", 400, "idea: Field required"),
+        ("/api/refine", 400, "give an idea"),
         ("/api/refine?idea=x&n=99", 400, "n: Input should be less than or equal to 20"),
         ("/api/nothing", 404, "Not Found"),
     ],

@@ -119,8 +119,8 @@ def test_search_shows_thumbnails_details_and_more_like_this(browser_page, store)
 
 def test_feedback_rows_show_their_lineage(browser_page):
     page, _, problems = browser_page
-    page.select_option("select[name=origin]", "feedback")
     page.select_option("#target", "prompts")  # "more like this" left it at images
+    page.select_option("select[name=origin]", "feedback")  # offered: the prompts table has it
     search(page, FEEDBACK_IDEA)
     page.wait_for_function("() => document.querySelectorAll('#grid .card').length === 2")
     page.click("#grid .card:first-child .open")

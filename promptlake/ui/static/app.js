@@ -1,10 +1,14 @@
-// promptlake search page: plain JS over the JSON API (/api/search, /api/refine, /img/<id>).
+// promptlake search page: plain JS over the JSON API (/api/search, /api/facets, /api/refine,
+// /img/<id>). This file: helpers, the image to search with, searching, "More". history.js:
+// Back and Forward; detail.js: a hit's dialog; panels.js: filters, zero hits, refine.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const FILTERS = ["source_site", "origin", "min_width", "min_height", "k"];
-const LINEAGE = ["parent_ids", "trigger", "created_at"];
-const state = { image: null, imageName: "", sources: new Map() };
+const state = {
+  image: null, imageName: "", imageUrl: "", targetChosen: false, likePrompt: "",
+  fields: null, hits: [], exact: null, perPage: 24, pages: 1, tookMs: 0, note: "",
+  entry: 0, nextEntry: 1, entries: new Map(), current: -1, shown: null, facets: {},
+};
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -61,26 +65,27 @@ function setImage(file) {
     setStatus($("status"), "that is not an image", "error");
     return;
   }
-  if (file.size > Number(document.body.dataset.maxBytes)) {
+  const most = Number(document.body.dataset.maxBytes);
+  if (file.size > most) {
     setStatus($("status"), `the image is ${file.size.toLocaleString()} bytes; the page ` +
-      `accepts up to ${Number(document.body.dataset.maxBytes).toLocaleString()}`, "error");
+      `accepts up to ${most.toLocaleString()}`, "error");
     return;
   }
-  state.image = file;
-  state.imageName = file.name || "pasted image";
+  showImage(file, file.name || "pasted image", URL.createObjectURL(file));
   $("text").value = ""; // a new image starts a new search: type to add words to it
-  $("preview-img").src = URL.createObjectURL(file);
-  $("preview").hidden = false;
-  $("drop-hint").hidden = true;
-  search();
+  if (!state.targetChosen) $("target").value = "prompts"; // its prompt, unless chosen otherwise
+  newSearch();
 }
 
-function clearImage() {
-  state.image = null;
-  $("preview").hidden = true;
-  $("drop-hint").hidden = false;
-  $("file").value = "";
+function showImage(file, name, url) {
+  Object.assign(state, { image: file, imageName: name, imageUrl: url });
+  $("preview").hidden = !file;
+  $("drop-hint").hidden = Boolean(file);
+  if (file) $("preview-img").src = url;
+  else $("file").value = "";
 }
+
+function chooseFile() { $("file").click(); }
 
 function wireImageInput() {
   const drop = $("drop");
@@ -95,47 +100,140 @@ function wireImageInput() {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) setImage(item.getAsFile());
   });
-  $("file").addEventListener("change", (e) => setImage(e.target.files[0]));
-  $("clear-image").addEventListener("click", clearImage);
+  $("choose").addEventListener("click", chooseFile);
+  drop.addEventListener("keydown", (e) => { // the drop zone itself opens the chooser too
+    if (e.target === drop && (e.key === "Enter" || e.key === " ")) {
+      e.preventDefault();
+      chooseFile();
+    }
+  });
+  $("file").addEventListener("change", (e) => { // nothing chosen (cancelled): nothing to do
+    if (e.target.files.length) setImage(e.target.files[0]);
+  });
+  $("clear-image").addEventListener("click", () => showImage(null, "", ""));
 }
 
-// --- searching --------------------------------------------------------------------------------
-function formFields(extra) {
+// --- searching ------------------------------------------------------------------------------
+// every control of the search form (those outside it carry form="search")
+function formFields() {
   const fields = new URLSearchParams();
-  const form = new FormData($("search"));
-  for (const [key, value] of form) if (value !== "") fields.set(key, value);
-  for (const [key, value] of Object.entries(extra || {})) fields.set(key, value);
+  for (const [key, value] of new FormData($("search"))) if (value !== "") fields.set(key, value);
   return fields;
 }
 
-async function search(extra) {
-  const fields = formFields(extra);
+function filterNames() {
+  const own = ["text", "target", "k"];
+  return [...$("search").elements].map((e) => e.name).filter((n) => n && !own.includes(n));
+}
+
+// a new search from the controls (and ``extra``, e.g. like=<id>): a new history entry
+async function newSearch(extra) {
+  const fields = formFields();
+  for (const [key, value] of Object.entries(extra || {})) fields.set(key, value);
+  const perPage = Number(fields.get("k")) || Number(document.body.dataset.k);
+  fields.delete("k");
   if (!fields.get("text") && !state.image && !fields.get("like")) {
     setStatus($("status"), "type something, or drop an image", "error");
     return;
   }
-  setStatus($("status"), "searching…");
-  let request;
-  if (state.image && !fields.get("like")) {
-    const body = new FormData();
-    for (const [key, value] of fields) body.set(key, value);
-    body.set("image", state.image, state.imageName);
-    request = api("/api/search", { method: "POST", body });
-  } else {
-    history.replaceState(null, "", "/?" + fields);
-    request = api("/api/search?" + fields);
-  }
+  state.note = "";
+  await run(fields, perPage, 1, "push");
+}
+
+function more() {
+  return run(state.fields, state.perPage, state.pages + 1, "more");
+}
+
+function depth(perPage, pages) {
+  return Math.min(perPage * pages, Number(document.body.dataset.maxK));
+}
+
+// "More" asks again, deeper: the grid is always one query's answer, the new tail appended
+async function run(fields, perPage, pages, how) {
+  const query = new URLSearchParams(fields);
+  query.set("k", String(depth(perPage, pages)));
+  setStatus($("status"), how === "more" ? "loading more…" : "searching…");
+  let data;
   try {
-    const data = await request;
-    showExact(data.exact);
-    showHits(data.hits);
-    const what = fields.get("like") ? ` like ${fields.get("like")}` : "";
-    setStatus($("status"), `${data.hits.length} ${fields.get("target") || "prompts"}${what} ` +
-      `in ${Math.round(data.took_ms)} ms`);
-    if (!$("idea").value) $("idea").value = (data.exact && data.exact.prompt) || fields.get("text") || "";
+    if (state.image && !fields.get("like")) {
+      const body = new FormData();
+      for (const [key, value] of query) body.set(key, value);
+      body.set("image", state.image, state.imageName);
+      data = await api("/api/search", { method: "POST", body });
+    } else {
+      data = await api("/api/search?" + query);
+    }
   } catch (err) {
     showError($("status"), err);
+    return false;
   }
+  const before = how === "more" ? state.hits : [];
+  const kept = before.every((h, i) => data.hits[i] && data.hits[i].id === h.id);
+  Object.assign(state, { fields, perPage, pages, hits: data.hits, exact: data.exact,
+                         tookMs: data.took_ms });
+  if (how !== "more") followSearch(fields, data.exact);
+  loadFacets(); // the target's (it may have changed): cached, or loaded now
+  render(kept ? before.length : 0);
+  remember(how);
+  if (how === "more" && kept && state.hits.length > before.length) {
+    $("grid").children[before.length].querySelector(".open").focus({ preventScroll: true });
+  }
+  return true;
+}
+
+// the refine box and the target follow the search now shown
+function followSearch(fields, exact) {
+  $("idea").value = fields.get("text") || (exact && exact.prompt) ||
+    (fields.get("like") ? state.likePrompt : "") || "";
+}
+
+function render(from) {
+  const grid = $("grid");
+  if (!from) {
+    grid.replaceChildren();
+    window.scrollTo(0, 0);
+  }
+  state.hits.slice(from).forEach((hit, j) => grid.append(card(hit, from + j)));
+  showExact(state.exact);
+  const asked = depth(state.perPage, state.pages);
+  const all = state.hits.length < asked;
+  const target = state.fields.get("target") || "prompts";
+  const like = state.fields.get("like") ? ` like ${state.fields.get("like")}` : "";
+  const pages = state.pages > 1 ? `, ${state.pages} pages` : "";
+  let text = `${state.hits.length} ${target}${like} in ${Math.round(state.tookMs)} ms${pages}`;
+  if (all && state.pages > 1) text += " (all)";
+  if (!all && asked >= Number(document.body.dataset.maxK)) {
+    text += ` — that is as deep as a search goes (${asked}): narrow it with a filter or words`;
+  }
+  setStatus($("status"), text + state.note);
+  $("more").hidden = !canMore();
+  $("more").textContent = `More (next ${state.perPage})`;
+  showZero(); // panels.js
+}
+
+function canMore() {
+  const asked = depth(state.perPage, state.pages);
+  return state.hits.length >= asked && asked < Number(document.body.dataset.maxK);
+}
+
+function thumb(img, hit) {
+  if (hit.thumbnail) img.src = hit.thumbnail;
+  else img.classList.add("none");
+  img.alt = hit.prompt.slice(0, 120);
+}
+
+function card(hit, index) {
+  const node = $("card").content.firstElementChild.cloneNode(true);
+  thumb(node.querySelector("img"), hit);
+  node.querySelector(".prompt").textContent = hit.prompt;
+  node.querySelector(".sim").textContent = (1 - Math.max(hit.distance, 0)).toFixed(3);
+  node.querySelector(".sim").title = "similarity (1 - cosine distance)";
+  node.querySelector(".site").textContent = hit.source_site || hit.origin;
+  node.querySelector(".copy").addEventListener("click", (e) => copy(hit.prompt, e.target));
+  node.querySelector(".open").addEventListener("click", () => showDetail(index, state.hits));
+  node.querySelector(".open").setAttribute("aria-label", `hit ${index + 1}: details`);
+  node.querySelector(".open").dataset.id = hit.id;
+  return node;
 }
 
 function generic(dl, entries) {
@@ -160,133 +258,40 @@ function showExact(exact) {
   // normalised copies of those facts (for search filters) would only repeat it here
   const shown = ["negative_prompt", "model_name", "settings"];
   const entries = Object.entries(exact).filter(([k]) => shown.includes(k));
-  const others = (exact.prompts || []).slice(1);  // a graph with several samplers
+  const others = (exact.prompts || []).slice(1); // a graph with several samplers
   if (others.length) {
     entries.push(["other prompts", others.map(([p, n]) => (n ? `${p} (negative: ${n})` : p)).join(" | ")]);
   }
   generic($("exact-extra"), entries);
 }
 
-function thumb(img, hit) {
-  if (hit.thumbnail) img.src = hit.thumbnail;
-  else if (/^https?:/.test(hit.url)) img.src = hit.url;
-  else img.classList.add("none");
-  img.alt = hit.prompt.slice(0, 120);
-}
-
-function showHits(hits) {
-  const grid = $("grid");
-  grid.replaceChildren();
-  for (const hit of hits) {
-    const card = $("card").content.firstElementChild.cloneNode(true);
-    thumb(card.querySelector("img"), hit);
-    card.querySelector(".prompt").textContent = hit.prompt;
-    card.querySelector(".sim").textContent = (1 - hit.distance).toFixed(3);
-    card.querySelector(".sim").title = "similarity (1 - cosine distance)";
-    card.querySelector(".site").textContent = hit.source_site || hit.origin;
-    card.querySelector(".copy").addEventListener("click", (e) => copy(hit.prompt, e.target));
-    card.querySelector(".open").addEventListener("click", () => showDetail(hit));
-    grid.append(card);
-  }
-}
-
 // a stored row's own image is the query: no text, no dropped image
-function likeSearch(id, target) {
+function likeSearch(hit, target) {
   $("detail").close();
-  clearImage();
+  showImage(null, "", "");
   $("text").value = "";
   $("target").value = target;
-  search({ like: id });
+  state.targetChosen = false; // chosen by the action, not the person: a dropped image resets it
+  state.likePrompt = hit.prompt;
+  newSearch({ like: hit.id });
 }
 
-// --- a hit's detail -----------------------------------------------------------------------------
-function showDetail(hit) {
-  const img = $("detail-img");
-  img.removeAttribute("src");
-  img.className = "";
-  thumb(img, hit);
-  $("detail-prompt").textContent = hit.prompt;
-  $("detail-copy").onclick = (e) => copy(hit.prompt, e.target);
-  for (const [id, target] of [["more-like", "images"], ["prompts-for", "prompts"]]) {
-    $(id).disabled = !hit.thumbnail;
-    $(id).onclick = () => likeSearch(hit.id, target);
-  }
-  const extra = hit.extra || {};
-  generic($("detail-meta"), [
-    ["id", hit.id], ["similarity", (1 - hit.distance).toFixed(4)],
-    ["source site", hit.source_site], ["origin", hit.origin],
-    ["size", hit.width ? `${hit.width}×${hit.height}` : ""], ["url", hit.url],
-    ["negative prompt", hit.negative_prompt], ["model", hit.model_name], ["tool", hit.tool],
-    ...Object.entries(hit.settings || {}),
-    ...Object.entries(extra).filter(([k]) => !LINEAGE.includes(k)),
-  ]);
-  const parents = extra.parent_ids || [];
-  $("lineage").hidden = !(parents.length || extra.trigger);
-  generic($("lineage-meta"), [["trigger", extra.trigger], ["created at", extra.created_at]]);
-  $("parents").replaceChildren(...parents.map((id) => {
-    const li = el("li");
-    const pic = el("img");
-    pic.src = "/img/" + encodeURIComponent(id);
-    pic.alt = pic.title = id;
-    li.append(pic, el("span", id));
-    return li;
-  }));
-  $("detail").showModal();
-}
-
-// --- refine -------------------------------------------------------------------------------------
-async function refine(e) {
-  e.preventDefault();
-  const fields = new URLSearchParams(new FormData($("refine-form")));
-  for (const key of ["source_site", "origin", "min_width", "min_height"]) {
-    const value = formFields().get(key);
-    if (value) fields.set(key, value);
-  }
-  setStatus($("refine-status"), "refining…");
-  try {
-    const data = await api("/api/refine?" + fields);
-    const byId = new Map(data.sources.map((h) => [h.id, h]));
-    $("variants").replaceChildren(...data.variants.map((v) => variant(v, byId)));
-    setStatus($("refine-status"), `${data.variants.length} variants by ${data.refiner}, from ` +
-      `${data.sources.length} neighbours, in ${Math.round(data.took_ms)} ms`);
-  } catch (err) {
-    showError($("refine-status"), err);
-  }
-}
-
-function variant(v, byId) {
-  const li = $("variant").content.firstElementChild.cloneNode(true);
-  li.querySelector(".prompt-full").textContent = v.prompt;
-  li.querySelector(".tokens").textContent = `${v.tokens} CLIP tokens`;
-  li.querySelector(".copy").addEventListener("click", (e) => copy(v.prompt, e.target));
-  li.querySelector("summary").textContent = `drew from ${v.drawn_from.length}`;
-  li.querySelector(".mini").append(...v.drawn_from.map((id) => {
-    const hit = byId.get(id);
-    const item = el("li");
-    const pic = el("img");
-    if (hit) thumb(pic, hit);
-    item.append(pic, el("span", hit ? hit.prompt : id));
-    item.title = id;
-    if (hit) item.addEventListener("click", () => showDetail(hit));
-    return item;
-  }));
-  return li;
-}
-
-// --- start --------------------------------------------------------------------------------------
+// --- start ----------------------------------------------------------------------------------
 function start() {
+  history.scrollRestoration = "manual";
   wireImageInput();
-  $("search").addEventListener("submit", (e) => { e.preventDefault(); search(); });
-  $("refine-form").addEventListener("submit", refine);
+  wireDetail(); // detail.js
+  wirePanels(); // panels.js
+  $("search").addEventListener("submit", (e) => { e.preventDefault(); newSearch(); });
+  $("more").addEventListener("click", more);
+  $("target").addEventListener("change", () => { state.targetChosen = true; loadFacets(); });
   $("exact-copy").addEventListener("click", (e) => copy($("exact-prompt").textContent, e.target));
-  const given = new URLSearchParams(location.search);
-  for (const key of ["text", "target", ...FILTERS]) {
-    const field = document.querySelector(`[name="${key}"][form="search"], #search [name="${key}"]`);
-    if (field && given.get(key)) field.value = given.get(key);
-  }
-  if (given.get("text") || given.get("like")) {
-    search(given.get("like") ? { like: given.get("like") } : undefined);
-  }
+  window.addEventListener("scroll", () => {
+    const snap = state.entries.get(state.entry);
+    if (snap) snap.scrollY = window.scrollY;
+  }, { passive: true });
+  fromAddress("replace");
+  loadFacets(); // panels.js
 }
 
 document.addEventListener("DOMContentLoaded", start);
