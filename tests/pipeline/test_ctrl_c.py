@@ -183,15 +183,11 @@ def test_sigterm_mid_embed_stops_like_ctrl_c_then_a_rerun_completes(tmp_path, se
     as a Ctrl-C — within seconds, one line naming it, exit 143, workers and the temporary server
     ended — and the rerun completes."""
     server.slow_seconds = 1.0
-    rows = [
-        [
-            f"t{i:03d}",
-            f"prompt {i}, a harbour",
-            server.url("slow" if i % 4 == 2 else "img", f"t{i}"),
-        ]
-        + [512, 512, "s"]
-        for i in range(80)
-    ]
+
+    def url(i: int) -> str:
+        return server.url("slow" if i % 4 == 2 else "img", f"t{i}")
+
+    rows = [[f"t{i:03d}", f"prompt {i}, a harbour", url(i), 512, 512, "s"] for i in range(80)]
     src, d = write_csv(tmp_path / "t.csv", rows), tmp_path / "d"
     args = ["ingest", str(src), "--data-dir", str(d), "--shard-size", "20"]
     args += ["--workers", "4", "--until", "embed"]
