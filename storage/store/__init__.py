@@ -22,14 +22,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.vectors import ModelMismatch
-from promptlake.storage.store import knn, mutations, repair, schema
+from promptlake.storage.store import knn, schema
 from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.store.embedded import open_engine, warm_up
 from promptlake.storage.store.hits import (
@@ -44,6 +43,7 @@ from promptlake.storage.store.schema import TABLES
 from promptlake.storage.store.turn_files import Say, command_line, say_on_stderr
 from promptlake.storage.store.turns import ProcessTurn, process_turn
 from promptlake.storage.store.urls import parse_store_url
+from promptlake.storage.store.writes import WriteGuards
 
 log = logging.getLogger("promptlake.store")
 
@@ -61,7 +61,7 @@ def _in_turn(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Store:
+class Store(WriteGuards):
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
     knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/store/knn.py)
@@ -78,8 +78,6 @@ class Store:
         self.url, self.dialect, self.db = url, dialect, database
         self._client, self._turn = client, turn
         self._schema: tuple[str, int, int] | None = None
-        # bytes every write leaves free on an embedded store's disk (the caller's setting)
-        self.min_free = 0
 
     @property
     def embedded(self) -> bool:
@@ -151,31 +149,6 @@ class Store:
             self._snapshot()
         self._schema = (model, dim, opened)
 
-    def _database_exists(self) -> bool:
-        found = self.client.query(
-            "SELECT count() FROM system.databases WHERE name = {db:String}",
-            parameters={"db": self.db},
-        )
-        return bool(found.result_rows[0][0])
-
-    @contextlib.contextmanager
-    def _writing(self, *, need: int, what: str) -> Iterator[None]:
-        """Around a write: first the free-space check (an embedded store: ``need`` bytes plus
-        ``min_free``), then a full disk's error inside turned into DiskFull."""
-        if self._turn is None:  # a server says NOT_ENOUGH_SPACE itself
-            yield
-            return
-        path = self._turn.path
-        if need:
-            diskspace.check(path, need=need, floor=self.min_free, what=what)
-        with diskspace.translated(path, what=what):
-            yield
-
-    def _snapshot(self) -> None:
-        """Keep a copy of the schema's metadata files (``storage.store.repair``)."""
-        if self._turn is not None:
-            repair.snapshot(Path(self._turn.path))
-
     @_in_turn
     def meta(self) -> dict[str, str]:
         rows = self.client.query(f"SELECT key, value FROM {self.table('meta')} FINAL").result_rows
@@ -204,41 +177,6 @@ class Store:
         forever: ``storage.store.mutations``)."""
         self._check_table(name)
         self._delete(name, "shard = {shard:String}", {"shard": shard}, f"delete shard {shard}")
-
-    def _delete(self, name: str, where: str, params: dict[str, Any], what: str) -> None:
-        self.client.command(
-            f"DELETE FROM {self.table(name)} WHERE {where}",
-            parameters=params,
-            settings=self.dialect.async_delete,
-        )
-        self._wait_for_mutations(name, what)
-
-    def _wait_for_mutations(self, name: str, what: str) -> None:
-        if not self.dialect.async_delete:
-            return  # this dialect's DELETE returned when done
-        need = max(2 * self._parts(name)[0], diskspace.MB)
-
-        def room() -> str | None:
-            if self._turn is None:
-                return None
-            free = diskspace.free_bytes(self._turn.path)
-            if free >= need:
-                return None
-            return diskspace.message(
-                Path(self._turn.path), free=free, need=need, what=what, data_root=None
-            )
-
-        mutations.wait_for(self.client, self.db, name, room=room, what=what)
-
-    def _parts(self, name: str) -> tuple[int, int]:
-        """Bytes of table ``name``'s largest active part (what a mutation rewrites) and of all
-        of them (what a merge into one rewrites)."""
-        found = self.client.query(
-            "SELECT max(bytes_on_disk), sum(bytes_on_disk) FROM system.parts "
-            "WHERE database = {db:String} AND table = {table:String} AND active",
-            parameters={"db": self.db, "table": name},
-        ).result_rows
-        return (int(found[0][0] or 0), int(found[0][1] or 0)) if found else (0, 0)
 
     @_in_turn
     def drop_dataset_rows(
