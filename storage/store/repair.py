@@ -10,8 +10,10 @@ here, keeping every part (the rows):
 
 - a table's ``.sql`` ← the copy kept in ``<store>.turn/schema/`` after its last change (taken
   after every open and every DDL, only when it changed), when that copy names the same table
-  UUID; a damaged table that holds no part yet (made on the full disk) is removed instead and
-  the schema step makes it again;
+  UUID: the table exactly as it was (an older store's sort key, its index); without a copy,
+  the table as this version makes it (``storage.store.schema``; the index stage declares the
+  index again), the vector dimension read from a sibling table; a damaged table that holds no
+  part yet (made on the full disk) is removed instead and the schema step makes it again;
 - the database's ``.sql`` ← ``ATTACH DATABASE _ UUID '<uuid>' ENGINE = Atomic`` (the UUID is
   the target of its relative symlink, as chDB made it);
 - an empty ``format_version.txt`` ← ``1``; an empty ``mutation_N.txt`` (a mutation that never
@@ -24,11 +26,13 @@ refuses to open a metadata folder holding unknown files).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import time
 from pathlib import Path
 
 from promptlake.storage.datadir.layout import atomic_path
+from promptlake.storage.store import schema
 from promptlake.storage.store.hits import StoreUnavailable
 
 
@@ -43,6 +47,16 @@ def _healthy(sql: Path) -> bool:
 def _uuid(link: Path) -> str | None:
     """The UUID a chDB symlink (``../store/abc/<uuid>``) points to."""
     return Path(str(link.readlink())).name if link.is_symlink() else None
+
+
+def _dim(*folders: Path) -> int | None:
+    """The vector dimension a sibling table's metadata (or its kept copy) states."""
+    for folder in folders:
+        for sql in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
+            found = re.search(r"CHECK length\(\w+\) = (\d+)", sql.read_text(errors="replace"))
+            if found:
+                return int(found[1])
+    return None
 
 
 def _databases(store: Path) -> list[Path]:
@@ -107,6 +121,14 @@ class _Mender:
         folder = data.resolve() if data.is_symlink() else None
         held = folder.iterdir() if folder else iter(())
         parts = [p for p in held if p.is_dir() and p.name != "detached"]
+        made = (
+            schema.attach_sql(sql.stem, uuid, _dim(db, _kept(self.store) / db.name))
+            if uuid
+            else None
+        )
+        if parts and made:  # no copy: as this version makes the table (its index comes again)
+            self.write(sql, made, "rebuilt from the schema promptlake makes")
+            return
         if parts:
             self.stuck.append(str(sql))
             return

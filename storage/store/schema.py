@@ -39,8 +39,13 @@ SEARCH_KIND = (  # what was searched with; older logs marked images in the query
     "query",
 )
 SEARCHES = (
-    "query String, {kind} target LowCardinality(String), k UInt32, best_distance "
-    "Nullable(Float32), elapsed_ms Float32, at DateTime64(3) DEFAULT now64(3)"
+    ("query", "String"),
+    SEARCH_KIND[:2],
+    ("target", "LowCardinality(String)"),
+    ("k", "UInt32"),
+    ("best_distance", "Nullable(Float32)"),
+    ("elapsed_ms", "Float32"),
+    ("at", "DateTime64(3) DEFAULT now64(3)"),
 )
 COLUMNS_SQL = (
     "SELECT table, groupArray(name) FROM system.columns WHERE database = {db:String} GROUP BY table"
@@ -90,7 +95,7 @@ def missing_ddl(db: str, have: dict[str, set[str]], dim: int) -> list[str]:
                 )
     kind, spec, after = SEARCH_KIND
     if "searches" not in have:
-        columns = SEARCHES.format(kind=f"{kind} {spec},")
+        columns = ", ".join(f"{name} {spec}" for name, spec in SEARCHES)
         out.append(
             f"CREATE TABLE IF NOT EXISTS {db}.searches ({columns}) ENGINE = MergeTree ORDER BY at"
         )
@@ -99,3 +104,31 @@ def missing_ddl(db: str, have: dict[str, set[str]], dim: int) -> list[str]:
             f"ALTER TABLE {db}.searches ADD COLUMN IF NOT EXISTS {kind} {spec} AFTER {after}"
         )
     return out
+
+
+def attach_sql(table: str, uuid: str, dim: int | None) -> str | None:
+    """The metadata file chDB would keep for one of promptlake's tables as this version makes
+    them (for a store whose file a full disk emptied and no copy was kept); None for a table
+    it does not know, or a vector table when the dimension is unknown."""
+    if table in TABLES:
+        if dim is None:
+            return None
+        column = TABLES[table]
+        defs = [f"`{name}` {spec}" for name, spec in vector_columns()]
+        defs += [
+            f"`{column}` Array(Float32) CODEC(NONE)",
+            f"CONSTRAINT {column}_len CHECK length({column}) = {dim}",
+        ]
+        tail = "ENGINE = MergeTree\nORDER BY (source_site, origin, width, height, id)\n"
+        tail += "SETTINGS index_granularity = 1024"
+    elif table == "meta":
+        defs, tail = ["`key` String", "`value` String"], "ENGINE = ReplacingMergeTree\nORDER BY key"
+    elif table == "searches":
+        defs, tail = (
+            [f"`{name}` {spec}" for name, spec in SEARCHES],
+            "ENGINE = MergeTree\nORDER BY at",
+        )
+    else:
+        return None
+    body = ",\n    ".join(defs)
+    return f"ATTACH TABLE _ UUID '{uuid}'\n(\n    {body}\n)\n{tail}\n"

@@ -5,6 +5,7 @@ opens again with every row."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -98,6 +99,19 @@ def test_a_store_damaged_by_chdb_on_a_full_disk_opens_again(disk):
     hits = store.search("prompts", [0.5] * DIM, k=3)
     assert len(hits) == 3
     assert list((Path(f"{path}.turn") / "repaired").rglob("prompts.sql"))  # the old one kept
+    store.close()
+
+    shutil.rmtree(Path(f"{path}.turn") / "schema")  # no copy kept (a store of an older version)
+    disk.fill(4)
+    with store.turn("test"):
+        store.client.command("ALTER TABLE promptlake.prompts ADD COLUMN IF NOT EXISTS n2 String")
+    store.close()
+    disk.unfill()
+    assert (path / "metadata" / "promptlake" / "prompts.sql").stat().st_size == 0
+    assert _count(store) == ROWS  # made as this version makes it, the dimension from images'
+    with store.turn("test"):
+        store.ensure_schema("m", DIM)
+        assert len(store.search("prompts", [0.5] * DIM, k=3)) == 3
     store.close()
 
 
