@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo bench-fetch bench-embed bench-search bench-refine bench-ui \
-	bench-turns bench-folder bench-pipeline bench-markers clean distclean
+	bench-turns bench-folder bench-pipeline clean distclean
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,7 @@ bench-folder: install
 	$(PY) benchmarks/folder.py $(BENCH_ARGS)
 
 # what recording a shard's outputs in its marker and checking them costs, against writing them
+.PHONY: bench-markers
 bench-markers: install
 	$(PY) benchmarks/markers.py $(BENCH_ARGS)
 

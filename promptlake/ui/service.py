@@ -14,11 +14,9 @@ from fastapi.encoders import jsonable_encoder
 from PIL import Image
 
 from promptlake.settings import Settings, get_settings
-from promptlake.storage.datadir.image_cache import ImageCache
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store.hits import Hit, StoreBusy
 from promptlake.tasks.clip.encoder import current_namespace, get_encoder
-from promptlake.tasks.images.cached import DamagedImage, checked_image
 from promptlake.tasks.images.thumbnails import cached_images
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.query.refine import RefineRequest, refine
@@ -141,10 +139,10 @@ class PageService:
     def image(self, rid: str) -> bytes | None:
         """The cached image of row ``rid`` (validated: an id, never a path); a damaged one is
         410 Gone, never a 200 that does not decode."""
-        if not self.data.image_cache.exists():  # do not create a cache just to look into it
-            return None
+        from promptlake.tasks.images.cached import DamagedImage, page_image
+
         try:
-            return checked_image(ImageCache.open(self.data.image_cache), valid_id(rid))
+            return page_image(self.data, valid_id(rid))
         except DamagedImage as exc:
             raise BadRequest(str(exc), 410) from None
 

@@ -10,6 +10,7 @@ import io
 from PIL import Image
 
 from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import FetchRecord
 from promptlake.tasks.images.imaging import DECODER_ERRORS
 
@@ -49,9 +50,12 @@ def damaged(cache: ImageCache, records: dict[str, FetchRecord]) -> set[str]:
     return {rid for rid in ok if rid not in images or not image_ok(records[rid], images[rid])}
 
 
-def checked_image(cache: ImageCache, rid: str) -> bytes | None:
-    """Row ``rid``'s cached image; None when it has none; :class:`DamagedImage` when it is
-    damaged."""
+def page_image(data: DataDir, rid: str) -> bytes | None:
+    """Row ``rid``'s cached image for a page; None when it has none (or there is no cache yet:
+    none is made just to look into it); :class:`DamagedImage` when it is damaged."""
+    if not data.image_cache.exists():
+        return None
+    cache = ImageCache.open(data.image_cache)
     body = cache.images([rid]).get(rid)
     if body is None:
         return None
