@@ -30,6 +30,7 @@ from tests.helpers.fault_server import FaultServer
 from tests.helpers.ui_server import PageServer, page_service
 
 SHARDS, PER_SHARD = 3, 25
+SHARDS_NAMED = ("00000", "00001", "00002")
 ROWS = SHARDS * PER_SHARD
 
 
@@ -79,7 +80,7 @@ def _copy(embedded: Path, target: Path, tiny_clip: str, *, load: bool = False) -
         from promptlake.tasks import load as load_stage
 
         settings = _settings(target, tiny_clip)
-        for shard in ("00000", "00001", "00002"):
+        for shard in SHARDS_NAMED:
             load_stage.run_shard(shard, DataDir(target), settings)
         open_store(store_url(settings)).close()  # the CLI's turn next
     return target
@@ -100,6 +101,11 @@ def _each_row_once(data_dir: Path) -> None:
             ).result_rows[0]
             assert count == unique == ROWS, table
     store.close()
+
+
+def _finished(shard: str, *stages: Markers) -> tuple[float, ...]:
+    """When each stage last did ``shard`` (a marker's check may refresh it, not this)."""
+    return tuple(json.loads(m.path(shard).read_text())["finished_at"] for m in stages)
 
 
 @pytest.fixture
@@ -162,6 +168,8 @@ def test_truncated_outputs_of_a_moved_data_dir_are_redone_by_a_plain_resume(
     assert {"00001", "00002"} <= set(report["resume"]["stages"]["load"]["redo_damaged"])
     assert not report["resume"]["nothing_to_do"]
 
+    stages = ("fetch", f"embed/{ns}", "load")
+    before = {s: _finished(s, *(Markers(DataDir(a), st) for st in stages)) for s in SHARDS_NAMED}
     b = tmp_path / "b"
     a.rename(b)  # a bigger disk, say
     asked = sum(images.requests.values())
@@ -171,9 +179,16 @@ def test_truncated_outputs_of_a_moved_data_dir_are_redone_by_a_plain_resume(
     assert f"data dir: {b}" in done.out and "resume:   nothing to rerun" in done.out
     assert sum(images.requests.values()) == asked  # the status file was made from the cache
     data = DataDir(b)
-    for stage in ("fetch", f"embed/{ns}", "load"):
+    for stage in stages:
         good, bad = Markers(data, stage).checked()
-        assert sorted(good) == ["00000", "00001", "00002"] and not bad, stage
+        assert sorted(good) == list(SHARDS_NAMED) and not bad, stage
+    after = {s: _finished(s, *(Markers(data, st) for st in stages)) for s in SHARDS_NAMED}
+    assert after["00000"] == before["00000"]  # untouched: nothing of it was damaged
+    assert after["00001"][0] != before["00001"][0]  # its fetch status made again
+    redone = [b != a for b, a in zip(before["00002"], after["00002"], strict=True)]
+    # its embed again; the load stands because the new vectors are byte for byte the ones it
+    # loaded (CPU, fp32): its marker checked out above by their sha256
+    assert redone[:2] == [False, True]
     _each_row_once(b)
 
 
@@ -187,6 +202,9 @@ def test_a_damaged_cached_image_is_410_and_retry_failed_fetches_it(
     body = cache.images([rid])[rid]
     cache.put(record, body[: len(body) // 3])  # a truncated JPEG, still starting ff d8
     asked = images.requests["/img/r40"]
+    ns = current_namespace(DataDir(d))[0]
+    embeds, loads = Markers(DataDir(d), f"embed/{ns}"), Markers(DataDir(d), "load")
+    before = {s: _finished(s, embeds, loads) for s in SHARDS_NAMED}
     with PageServer(page_service(_settings(d, tiny_clip))) as page:
         broken = requests.get(f"{page.url}/img/{rid}", timeout=30)
         assert broken.status_code == 410, broken.text
@@ -197,8 +215,9 @@ def test_a_damaged_cached_image_is_410_and_retry_failed_fetches_it(
         assert images.requests["/img/r40"] == asked + 1  # that one image, fetched once more
         again = requests.get(f"{page.url}/img/{rid}", timeout=30)
         assert again.status_code == 200 and again.content[:2] == b"\xff\xd8"
-    ns = current_namespace(DataDir(d))[0]
-    embedded_again = Markers(DataDir(d), f"embed/{ns}").read("00001")  # r040's shard
-    assert embedded_again and embedded_again.by_status["image"] == PER_SHARD
-    assert embedded_again.by_status["image_error"] == 0
+    after = {s: _finished(s, embeds, loads) for s in SHARDS_NAMED}
+    # r040's shard got a new fetch status: embedded and loaded again; the others were left alone
+    assert [s for s in SHARDS_NAMED if before[s] != after[s]] == ["00001"]
+    assert all(a != b for a, b in zip(before["00001"], after["00001"], strict=True))
+    assert embeds.read("00001").by_status["image"] == PER_SHARD  # type: ignore[union-attr]
     _each_row_once(d)
