@@ -1,10 +1,11 @@
 """The embedded store on a disk that fills up (real chDB on a 40 MB tmpfs; skipped without root):
 a DELETE that cannot get space is cancelled instead of waited for, no DDL is issued to a store
 whose schema matches, and a store that chDB left with empty metadata files (its ENOSPC bug)
-opens again with every row."""
+opens again with every row. And a shard's failure is recorded on a disk with 0 bytes free."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.diskspace import DiskFull
+from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.datadir.vectors import list_column
 from promptlake.storage.store import Store, open_store, schema
 from tests.helpers.disk import small_disk
@@ -133,3 +137,16 @@ def test_a_store_made_on_a_full_disk_is_refused_then_mended(disk):
         store.load_shard("prompts", "00000", _rows("00000"))
     assert _count(store) == ROWS
     store.close()
+
+
+def test_a_shard_failure_is_recorded_on_a_full_disk(disk):
+    """The run's ballast is let go so that the record fits; a full disk's error is said as one."""
+    data = DataDir(disk.path / "d")
+    assert diskspace.make_reserve(data.root / "state", floor=0)
+    markers = Markers(data, "load")
+    disk.fill(0)
+    full = pytest.raises(DiskFull, match=r"MB free on .* for load shard 00000")
+    with full, markers.recording("00000"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert markers.failures()["00000"].startswith("promptlake.storage.datadir.diskspace.DiskFull")
+    assert not diskspace.reserve_path(data.root / "state").exists()
