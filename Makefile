@@ -68,6 +68,11 @@ bench-embed: install
 bench-folder: install
 	$(PY) benchmarks/folder.py $(BENCH_ARGS)
 
+# what recording a shard's outputs in its marker and checking them costs, against writing them
+.PHONY: bench-markers
+bench-markers: install
+	$(PY) benchmarks/markers.py $(BENCH_ARGS)
+
 bench-refine: install
 	$(PY) benchmarks/refine.py $(BENCH_ARGS)
 

@@ -21,17 +21,19 @@ from promptlake.flows.shards import (
     result_of,
     run_pipeline,
 )
-from promptlake.settings import Settings
+from promptlake.settings import Settings, min_free_bytes
 from promptlake.storage.datadir import activity
+from promptlake.storage.datadir.diskspace import DiskFull
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import PlanManifest, SourceInfo
-from promptlake.storage.datadir.status import fetch_notes
+from promptlake.storage.datadir.status import fetch_notes, shard_ranges
 from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
 from promptlake.tasks.index import index_task
 from promptlake.tasks.load import load_task, reconcile_task
 from promptlake.tasks.plan import plan_task
+from promptlake.tasks.runtime.disk import prepare
 
 
 class ShardsFailed(RuntimeError):
@@ -93,12 +95,13 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
 def ingest(params: IngestParams) -> IngestSummary:
     """Ingest a prompt dataset into the data dir, up to ``params.until``; safe to rerun."""
     data = DataDir(params.settings().data_dir)
+    prepare(data, params.settings())  # the disk's floor free, the ballast for failure records
     params.record(data)
     with activity.running(data, f"ingest {params.source} (until {params.until})"):
         summary = _run_stages(params, data)
     _report(summary, params, data)
     if summary.failed:
-        raise ShardsFailed(failed_message(summary.failed, data))
+        raise run_failed(summary.failed, data)
     return summary
 
 
@@ -116,6 +119,7 @@ def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
         params.limit,
         force=params.force,
         size_given="shard_size" in settings.model_fields_set,
+        min_free=min_free_bytes(settings),
     )
     check_rows(plan, source)
     if params.runs("fetch"):
@@ -156,6 +160,22 @@ def check_rows(plan: PlanManifest, source: SourceInfo) -> None:
     raise NoValidRows(
         f"{name}: 0 valid rows of {plan.rows_total:,} — rejected: {why}; each rejected row and "
         "its reason is in plan/rejects.parquet of the data dir"
+    )
+
+
+def run_failed(failed: dict[str, dict[str, str]], data: DataDir) -> Exception:
+    """The error a run with failed shards ends with: a full disk's own (it says what to do),
+    else the failed shards and why."""
+    full = [
+        why for shards in failed.values() for why in shards.values() if why.startswith("DiskFull")
+    ]
+    if not full:
+        return ShardsFailed(failed_message(failed, data))
+    listed = "; ".join(f"{stage} {shard_ranges(sorted(s))}" for stage, s in failed.items())
+    return DiskFull(
+        f"{full[0].removeprefix('DiskFull: ')}. Failed shards: {listed} (`promptlake status "
+        f"--data-dir {data.root}` says why); once there is room, `promptlake resume "
+        f"--data-dir {data.root}` carries on."
     )
 
 

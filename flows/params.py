@@ -125,7 +125,8 @@ class IngestParams(FlowParams):
 
     def record(self, data: DataDir) -> None:
         """Remember this ingest in ``data``, for ``resume``: what the user set; the rest resolves
-        again when resuming (the shard size from the plan itself)."""
+        again when resuming (the shard size from the plan itself). A source inside the data dir
+        is recorded relative to it, so the data dir can move (``data_dir`` is only a note)."""
         update = {
             "force": False,
             "retry_failed": False,
@@ -133,12 +134,14 @@ class IngestParams(FlowParams):
             "data_dir": str(data.root),
         }
         if Path(self.source).expanduser().exists():  # a deployment may run in another directory
-            update["source"] = str(Path(self.source).expanduser().resolve())
+            update["source"] = data.relative(Path(self.source).expanduser().resolve())
         write_json(data.ingest_record, self.model_copy(update=update).model_dump(mode="json"))
 
     @classmethod
     def recorded(cls, data: DataDir) -> IngestParams:
-        """The parameters of the last ingest into ``data``."""
+        """The parameters of the last ingest into ``data``, in ``data`` wherever it was when
+        they were recorded (a moved data dir resumes in place: the recorded ``data_dir`` is
+        never followed; paths under it are taken as paths under ``data``)."""
         if not data.ingest_record.exists():
             raise FileNotFoundError(
                 f"no ingest was started in {data.root} ({data.ingest_record} is missing): run "
@@ -147,6 +150,12 @@ class IngestParams(FlowParams):
         saved = read_json(data.ingest_record)
         if "model" in saved:  # recorded before the field took the setting's name
             saved["clip_model"] = saved.pop("model")
+        was = saved.get("data_dir")
+        saved["data_dir"] = str(data.root)
+        saved["source"] = data.moved_path(saved["source"], was)
+        url = saved.get("store_url")
+        if url and parse_store_url(url).scheme == "chdb":
+            saved["store_url"] = f"chdb://{data.moved_path(parse_store_url(url).path, was)}"
         return cls.model_validate(saved)
 
     @property

@@ -16,6 +16,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
@@ -46,8 +47,12 @@ class Stage:
     runner: TaskRunner | None = None  # a stage that must stay in the flow's process
 
 
+# a stop: Ctrl-C, or SIGTERM (docker stop, systemd, a Prefect cancel) as Prefect raises it
+STOPPING = (KeyboardInterrupt, TerminationSignal)
+
+
 def _interrupted(exc_type: type[BaseException] | None) -> bool:
-    return exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+    return exc_type is not None and issubclass(exc_type, STOPPING)
 
 
 class ThreadRunner(ThreadPoolTaskRunner):
@@ -167,7 +172,7 @@ def run_pipeline(
                     queues[i + 1].append(shard)
                 bars[i].update()
                 arts[i].show(len(results[i].done) + len(results[i].failed))
-    except KeyboardInterrupt:  # Ctrl-C: submit nothing more; leaving, the runner ends the rest
+    except STOPPING:  # Ctrl-C or SIGTERM: submit nothing more; leaving, the runner ends the rest
         stop.request()
         raise
     finally:

@@ -35,6 +35,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     preflight.check_source(params.source)
     settings = params.settings()
+    preflight.check_disk(settings)
     if params.runs("embed"):
         preflight.check_model(settings.clip_model)
 
@@ -63,6 +64,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     )
     data_dir = params.settings().data_dir
     preflight.check_data_dir(data_dir, needs="ingest")
+    preflight.check_disk(params.settings())
 
     def body() -> int:
         from promptlake.flows.ingest import resume

@@ -143,3 +143,15 @@ def check_data_dir(data_dir: Path, *, needs: str = "store") -> None:
         raise InputError(f"no ingest was started in {data.root}: {first}")
     if needs == "store" and current_namespace(data) is None:
         raise InputError(f"{data.root} holds no embeddings yet (0 rows to search): {first}")
+
+
+def check_disk(settings: Settings) -> None:
+    """The data dir's disk has the floor (``PROMPTLAKE_MIN_FREE_MB``) free: a run on a full
+    disk is refused at once, before its log, the Prefect server or any write (DiskFull)."""
+    from promptlake.settings import min_free_bytes
+    from promptlake.storage.datadir import diskspace
+
+    data = DataDir(settings.data_dir)
+    floor = min_free_bytes(settings)
+    what = "a run (its log, records and outputs)"
+    diskspace.check(data.root, need=0, floor=floor, what=what, data_root=data.root)

@@ -1,6 +1,7 @@
 """Running flows for the person at the terminal: the run's full log in a file under the data dir,
 a temporary Prefect server when none is configured, and a Ctrl-C that stops everything within
-seconds — one line saying what finished and how to resume, exit status 130."""
+seconds — one line saying what finished and how to resume, exit status 130. SIGTERM (what
+``docker stop``, systemd and Prefect's cancellation send) stops the same way, exit status 143."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from promptlake.tasks.runtime import stop
 
 TEMPORARY_SERVER_ENV = "PROMPTLAKE_PREFECT_SERVER_TEMPORARY"
 INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
+TERMINATED = 143  # … and for "ended by SIGTERM"
+STOPS = {signal.SIGINT: ("Ctrl-C", INTERRUPTED), signal.SIGTERM: ("SIGTERM", TERMINATED)}
 STOP_DEADLINE = 7.0  # seconds from the first Ctrl-C to the end, however the clean-up goes
 CHILD_GRACE = 2.0  # seconds a child process gets between SIGTERM and SIGKILL
 
@@ -42,14 +45,15 @@ def run_for_terminal(
     data_dir: Path,
     command: str,
     verbose: bool,
-    stopped: Callable[[Path | None], str],
+    stopped: Callable[[Path | None, str], str],
 ) -> int:
     """Run ``body`` (which runs flows) with a Prefect API, its output in a log file (unless
-    ``verbose``) and Ctrl-C handled. An error becomes one line naming the log; a Ctrl-C ends the
-    process with ``stopped(log)``'s line, whatever threads are still winding down."""
+    ``verbose``) and Ctrl-C and SIGTERM handled. An error becomes one line naming the log; a
+    stop ends the process with ``stopped(log, how)``'s line, whatever threads are still winding
+    down."""
     stop.clear()
     log = None if verbose else new_log(data_dir, command)
-    guard = Interrupts(lambda: stopped(log))
+    guard = Interrupts(lambda how: stopped(log, how))
     try:
         with contextlib.ExitStack() as stack:
             if log:
@@ -82,29 +86,34 @@ def describe(exc: BaseException) -> str:
 
 
 class Interrupts:
-    """SIGINT during a run. The first: a stop request for work in threads, a KeyboardInterrupt in
-    the main thread (the flow unwinds, its runner ends the workers, the temporary server stops)
-    and a deadline after which the process ends regardless. The second: the end, at once."""
+    """SIGINT or SIGTERM during a run. The first: a stop request for work in threads, a
+    KeyboardInterrupt in the main thread (the flow unwinds, its runner ends the workers, the
+    temporary server stops) and a deadline after which the process ends regardless. The second:
+    the end, at once. Inside a flow Prefect answers SIGTERM first (TerminationSignal: the
+    runners in flows/shards.py stop as for a Ctrl-C), then sends it again to this handler."""
 
-    def __init__(self, line: Callable[[], str]) -> None:
+    def __init__(self, line: Callable[[str], str]) -> None:
         self._line = line
         self._first: float | None = None
+        self._how, self._code = STOPS[signal.SIGINT]
         self._ending = threading.Lock()
-        self._previous: object = None
+        self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in STOPS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
+        self._previous = {}
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._first is not None:
             self.end(graceful=False)
         self._first = time.monotonic()
+        self._how, self._code = STOPS[signal.Signals(signum)]
         stop.request()
         timer = threading.Timer(STOP_DEADLINE, self.end, kwargs={"graceful": False})
         timer.daemon = True
@@ -112,7 +121,7 @@ class Interrupts:
         raise KeyboardInterrupt
 
     def end(self, *, graceful: bool) -> None:
-        """End the child processes, say the one line, and leave with status 130 (without
+        """End the child processes, say the one line, and leave with status 130 or 143 (without
         waiting for threads: a fetch in flight or a store call ends with the process, and what
         they had not finished has no marker, so it runs again next time)."""
         if not self._ending.acquire(blocking=False):
@@ -120,13 +129,13 @@ class Interrupts:
                 time.sleep(1)
         end_children(CHILD_GRACE if graceful else 0.0)
         try:
-            line = self._line()
+            line = self._line(self._how)
         except Exception:  # the data dir could not be read: the stop itself still is news
-            line = "promptlake: stopped (Ctrl-C); rerun the same command to carry on"
+            line = f"promptlake: stopped ({self._how}); rerun the same command to carry on"
         with contextlib.suppress(Exception):
             terminal.say(line)
             sys.stdout.flush()
-        os._exit(INTERRUPTED)
+        os._exit(self._code)
 
 
 def end_children(grace: float) -> None:
@@ -221,11 +230,12 @@ def _round(generations: list) -> str:
     return f"+{g.added} added, {g.changed} changed, -{g.removed} removed"
 
 
-def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path | None], str]:
-    """The line an ingest (or resume, or watch) says when Ctrl-C stopped it: the shards each
-    stage finished, and the command that carries on (``again``, or ``promptlake resume``)."""
+def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path | None, str], str]:
+    """The line an ingest (or resume, or watch) says when Ctrl-C (or SIGTERM: ``how``) stopped
+    it: the shards each stage finished, and the command that carries on (``again``, or
+    ``promptlake resume``)."""
 
-    def line(log: Path | None) -> str:
+    def line(log: Path | None, how: str) -> str:
         from promptlake.storage.datadir.layout import DataDir
         from promptlake.storage.datadir.status import progress_line, status
 
@@ -235,12 +245,12 @@ def ingest_stopped(data_dir: Path, again: str | None = None) -> Callable[[Path |
             rerun = shlex.join(["promptlake", "resume", "--data-dir", str(data.root)])
         else:
             rerun = again or "the same command"
-        return f"promptlake: stopped (Ctrl-C); {done}; resume with: {rerun}" + _log_note(log)
+        return f"promptlake: stopped ({how}); {done}; resume with: {rerun}" + _log_note(log)
 
     return line
 
 
-def feedback_stopped(data_dir: Path, command: str) -> Callable[[Path | None], str]:
+def feedback_stopped(data_dir: Path, command: str) -> Callable[[Path | None, str], str]:
     """The line a feedback run says when Ctrl-C stopped it: the inputs it wrote back, and that
     the same command does the rest (inputs done are skipped)."""
     from promptlake.storage.datadir.layout import DataDir
@@ -249,10 +259,10 @@ def feedback_stopped(data_dir: Path, command: str) -> Callable[[Path | None], st
     markers = Markers(DataDir(data_dir), "feedback")
     before = len(markers.all_done())
 
-    def line(log: Path | None) -> str:
+    def line(log: Path | None, how: str) -> str:
         n = len(markers.all_done()) - before
         return (
-            f"promptlake: stopped (Ctrl-C); {n} feedback input{'s' * (n != 1)} written back; "
+            f"promptlake: stopped ({how}); {n} feedback input{'s' * (n != 1)} written back; "
             f"the rest with: {command}" + _log_note(log)
         )
 

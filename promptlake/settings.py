@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     generator_width: int = Field(512, ge=64, le=2048)
     generator_height: int = Field(512, ge=64, le=2048)
     lmdb_map_size: int = Field(1 << 30, gt=0, description="Initial LMDB map size; it grows.")
+    min_free_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Free space (MB) every write stage leaves on the disk of the data dir and "
+        "the store, beyond what it is about to write; 0: no check.",
+    )
     # search page (promptlake ui)
     ui_host: str = Field(
         "127.0.0.1", description="Address the search page binds; another is the user's choice."
@@ -190,6 +196,11 @@ class Settings(BaseSettings):
         if self.store_wait is not None:
             return self.store_wait
         return 30.0 if interactive else 600.0
+
+
+def min_free_bytes(settings: Settings) -> int:
+    """The free-space floor of every write, in bytes."""
+    return int(settings.min_free_mb * (1 << 20))
 
 
 def store_url(settings: Settings) -> str:

@@ -13,7 +13,6 @@ import numpy as np
 from prefect import task
 from prefect.concurrency.sync import concurrency
 from prefect.settings import get_current_settings
-from prefect.states import State
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
@@ -33,6 +32,7 @@ from promptlake.tasks.clip.encoder import (
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.runtime import stop
+from promptlake.tasks.runtime.disk import check_space, not_retried
 
 STAGE = "embed"
 GPU_LIMIT = "promptlake-gpu"
@@ -56,13 +56,13 @@ def run_shard(
     A marked shard is skipped (no model work); an interrupted one is redone whole, since its
     files only appear when complete."""
     known = describe_model(settings.clip_model)  # no weights loaded for a finished shard
-    finished = embed_markers(data, known.namespace).read(shard) if known else None
+    finished = embed_markers(data, known.namespace).valid(shard) if known else None
     if finished is not None and not force:
         return finished
     enc = get_encoder(settings.clip_model, device or settings.device, settings.precision)
     ns = enc.info.namespace
     markers = embed_markers(data, ns)
-    finished = markers.read(shard)
+    finished = markers.valid(shard)
     if finished is not None and not force:
         return finished
     if not Markers(data, "fetch").done(shard):
@@ -70,6 +70,8 @@ def run_shard(
     claim_namespace(data, ns, _model_record(enc))
     start = time.perf_counter()
     rows = read_shard(data, shard).select(["id", "prompt"]).to_pydict()
+    need = len(rows["id"]) * enc.info.dim * 4 * 2 + (64 << 10)  # text and image vectors
+    check_space(data, settings, need=need, what=f"embed shard {shard}")
     text, truncated = enc.encode_text(rows["prompt"], settings.text_batch)
     text_s = time.perf_counter() - start
     stop.check()  # Ctrl-C with shards in threads: the shard's files are written whole or not
@@ -92,7 +94,8 @@ def run_shard(
         seconds=round(time.perf_counter() - start, 3),
         extra={**_model_record(enc), "truncated": truncated, "text_seconds": round(text_s, 3)},
     )
-    markers.write(stats)
+    outputs = [data.vectors(ns, kind, shard) for kind in ("text", "image")]
+    markers.write(stats, outputs=outputs, inputs=[data.shard_file(shard), data.fetch_status(shard)])
     Markers(data, STAGE).error_path(shard).unlink(missing_ok=True)
     return stats
 
@@ -184,18 +187,8 @@ def gpu_slot(settings: Settings) -> Iterator[str]:
         yield device
 
 
-def _worth_retrying(task: object, task_run: object, state: State) -> bool:
-    """Prefect retries infrastructure faults, not a missing model or a model mix-up."""
-    try:
-        state.result()
-    except (ModelLoadError, ModelMismatch):
-        return False
-    except Exception:
-        return True
-    return True
-
-
-@task(name=STAGE, retry_condition_fn=_worth_retrying)
+# Prefect retries infrastructure faults, not a missing model, a model mix-up or a full disk
+@task(name=STAGE, retry_condition_fn=not_retried(ModelLoadError, ModelMismatch))
 def embed_task(
     shard: str, data_dir: str, settings: Settings, *, force: bool = False, progress: bool = False
 ) -> ShardStats:

@@ -19,15 +19,18 @@ from prefect import task
 from tqdm.auto import tqdm
 
 from promptlake.settings import Settings
+from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.image_cache import ImageCache
 from promptlake.storage.datadir.layout import DataDir, atomic_path
 from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.datadir.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
+from promptlake.tasks.images.cached import damaged
 from promptlake.tasks.images.imaging import ImageProblem, process_image
 from promptlake.tasks.net.fetcher import Fetcher
 from promptlake.tasks.net.hosts import host_key, reset
 from promptlake.tasks.plan import read_shard
 from promptlake.tasks.runtime import stop
+from promptlake.tasks.runtime.disk import check_space, not_retried
 
 STAGE = "fetch"
 STOP_POLL = 0.5  # seconds between looks at a stop request while rows are in flight
@@ -90,6 +93,7 @@ def fetch_one(fetcher: Fetcher, job: Job, s: Settings) -> tuple[FetchRecord, byt
                 resample=s.resize_filter,
             )
             image = img.data
+            rec.image_sha256 = hashlib.sha256(image).hexdigest()
             rec.orig_width, rec.orig_height = img.orig_width, img.orig_height
             rec.width, rec.height = img.width, img.height
         except ImageProblem as exc:
@@ -144,19 +148,26 @@ def run_shard(
     force: bool = False,
     progress: bool = False,
 ) -> ShardStats:
-    """Fetch one shard. Safe to run twice: a marked shard is skipped (or only its failed rows
-    are retried with ``retry_failed``); rows already in the cache are never fetched again."""
+    """Fetch one shard. Safe to run twice: a marked shard is skipped (or only its failed rows,
+    and rows whose cached image is damaged, are retried with ``retry_failed``); rows already in
+    the cache are never fetched again. A marker whose status file is damaged is not trusted:
+    the file is made again from the cache."""
     markers = Markers(data, STAGE)
-    finished = markers.read(shard)
+    finished = markers.valid(shard)
     if finished is not None and not (force or retry_failed):
         return finished
     start = time.perf_counter()
     rows = read_shard(data, shard).select(["id", "url"]).to_pylist()
     cache = ImageCache.open(data.image_cache, settings.lmdb_map_size)
     known = {} if force else cache.records(r["id"] for r in rows)
+    broken = damaged(cache, known) if retry_failed else set()
     todo = [
-        Job(0.0, r["id"], r["url"]) for r in rows if _wanted(known.get(r["id"]), r, retry_failed)
+        Job(0.0, r["id"], r["url"])
+        for r in rows
+        if r["id"] in broken or _wanted(known.get(r["id"]), r, retry_failed)
     ]
+    need = len(todo) * diskspace.IMAGE_BYTES + len(rows) * diskspace.STATUS_BYTES
+    check_space(data, settings, need=need, what=f"fetch shard {shard}")
     if retry_failed:  # a deliberate retry gives hosts marked down a fresh start
         reset(host_key(rec.url) for rec in known.values() if rec.status == "host_down")
     fetcher = Fetcher(settings)
@@ -180,7 +191,7 @@ def run_shard(
     stats.skipped = len(rows) - len(todo)
     stats.seconds = round(time.perf_counter() - start, 3)
     stats.extra["fetched"] = len(todo)
-    markers.write(stats)
+    markers.write(stats, outputs=[data.fetch_status(shard)], inputs=[data.shard_file(shard)])
     return stats
 
 
@@ -244,7 +255,7 @@ def read_status(data: DataDir, shard: str) -> pa.Table:
     return pq.read_table(data.fetch_status(shard), schema=STATUS_SCHEMA)
 
 
-@task(name=STAGE)
+@task(name=STAGE, retry_condition_fn=not_retried())
 def fetch_task(
     shard: str,
     data_dir: str,

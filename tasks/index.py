@@ -17,14 +17,17 @@ STAGE = "index"
 
 
 def run(data: DataDir, settings: Settings, *, force: bool = False) -> dict:
-    """Build (or confirm) the indexes; skipped while the row counts are those last indexed.
+    """Build (or confirm) the indexes; skipped while the row counts are those last indexed and
+    both indexes are declared (a store mended after a full disk may have lost one).
     Searches work before this (exact scan); the index makes them fast."""
     ns, model = current_namespace(data, settings)
     path = data.index_marker
     last = read_json(path) if path.exists() else {}
     with store_turn(settings, "index check") as store:
         store.ensure_schema(ns, int(model["dim"]))
-        if not force and last.get("counts") == {name: store.count(name) for name in TABLES}:
+        counts = {name: store.count(name) for name in TABLES}
+        built = all(store.index_status(name) for name in TABLES)
+        if not force and built and last.get("counts") == counts:
             return last
     params = IndexParams(settings.hnsw_quantization, settings.hnsw_m, settings.hnsw_ef_construction)
     with store_turn(settings, "index build", long=True) as store:  # the one long hold

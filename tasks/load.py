@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,12 +15,13 @@ from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.datadir.planfiles import GENERATION_COLUMNS, read_retired
 from promptlake.storage.datadir.records import ShardStats
-from promptlake.storage.datadir.vectors import list_column, read_vectors
-from promptlake.storage.store.urls import redact_url
+from promptlake.storage.datadir.vectors import ModelMismatch, list_column, read_vectors
+from promptlake.storage.store.urls import parse_store_url, redact_url
 from promptlake.tasks.clip.encoder import current_namespace
 from promptlake.tasks.embed import embed_markers
 from promptlake.tasks.fetch import read_status
 from promptlake.tasks.plan import read_shard
+from promptlake.tasks.runtime.disk import not_retried
 from promptlake.tasks.runtime.turn import store_turn
 
 STAGE = "load"
@@ -28,7 +30,7 @@ STAGE = "load"
 def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = False) -> ShardStats:
     """Replace the shard's rows in the store (delete, then insert): loading twice adds nothing."""
     markers = Markers(data, STAGE)
-    finished = markers.read(shard)
+    finished = markers.valid(shard)
     if finished is not None and not force:
         return finished
     ns, model = current_namespace(data, settings)
@@ -52,10 +54,21 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
         ok=prompts.num_rows,
         by_status={"prompts": prompts.num_rows, "images": images.num_rows},
         seconds=round(time.perf_counter() - start, 3),
-        extra={"namespace": ns, "store": redact_url(store_url(settings))},
+        extra={"namespace": ns, "store": _store_note(data, settings)},
     )
-    markers.write(stats)
+    inputs = [data.vectors(ns, kind, shard) for kind in ("text", "image")]
+    markers.write(stats, inputs=[data.shard_file(shard), data.fetch_status(shard), *inputs])
     return stats
+
+
+def _store_note(data: DataDir, settings: Settings) -> str:
+    """Which store the shard went to, for its marker: an embedded store inside the data dir by
+    its place there (the data dir may move), any other by its URL without a password."""
+    url = store_url(settings)
+    found = parse_store_url(url)
+    if found.scheme == "chdb":
+        return f"chdb:{data.relative(Path(found.path).resolve())}"
+    return redact_url(url)
 
 
 def _prompt_rows(data: DataDir, shard: str, ns: str) -> pa.Table:
@@ -126,7 +139,7 @@ def reconcile_task(data_dir: str, settings: Settings, shards: list[str]) -> dict
     return reconcile(DataDir(data_dir), settings, shards)
 
 
-@task(name=STAGE)
+@task(name=STAGE, retry_condition_fn=not_retried(ModelMismatch))
 def load_task(shard: str, data_dir: str, settings: Settings, *, force: bool = False) -> ShardStats:
     """Prefect task: load one shard (one turn with the store)."""
     with Markers(DataDir(data_dir), STAGE).recording(shard):

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
+from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
 from promptlake.storage.datadir.planfiles import (
     INDEX_SCHEMA,
@@ -73,6 +74,7 @@ def plan(
     limit: int | None = None,
     force: bool = False,
     size_given: bool = True,
+    min_free: int = 0,
 ) -> PlanManifest:
     """Plan ``info`` into shards of ``shard_size``. The same source gives the same shards (the
     plan is reused); a changed source adds a generation of new shards for its new and changed
@@ -97,6 +99,8 @@ def plan(
         shard_size = old.shard_size
     if old and (old.source_sha256, old.limit) == (info.sha256, limit):
         return old
+    # staging, shards, index and rejects together stay under the source's size
+    diskspace.check(data.root, need=info.size, floor=min_free, what="the plan", data_root=data.root)
     return _plan_generation(info, data, old, shard_size=shard_size, limit=limit)
 
 
@@ -149,7 +153,12 @@ def _stage(info: SourceInfo, data: DataDir, rejects: pq.ParquetWriter, limit: in
         detail = f"line {line}: {text[:300]}" if line else text[:300]
         bad.append({"row_number": None, "reason": "malformed_row", "detail": detail})
 
-    columns, batches = read_batches(Path(info.path), info.fmt, malformed)
+    def bad_encoding(line: int | None, detail: str, values: dict[str, str | None]) -> None:
+        staged.reasons["bad_encoding"] += 1
+        bad.append({"row_number": None, "reason": "bad_encoding", "detail": detail})
+        bad[-1].update({c: values.get(c) for c in REQUIRED_COLUMNS})
+
+    columns, batches = read_batches(Path(info.path), info.fmt, malformed, bad_encoding)
     data.staging.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(data.staging, STAGING_SCHEMA) as out:
         for batch in batches:
@@ -299,7 +308,8 @@ def _manifest(
         source_sha256=info.sha256,
         shard_size=shard_size,
         limit=limit,
-        rows_total=staged.total + staged.reasons["malformed_row"],
+        # rows that never reached the checks: cut wrong, or not text
+        rows_total=staged.total + staged.reasons["malformed_row"] + staged.reasons["bad_encoding"],
         rows_valid=sum(s.live for s in shards),
         rows_rejected=rejected,
         rejects_by_reason=dict(staged.reasons),
@@ -317,7 +327,16 @@ def plan_task(
     *,
     force: bool = False,
     size_given: bool = True,
+    min_free: int = 0,
 ) -> PlanManifest:
     """Prefect task: plan shards (reused when the source did not change)."""
     data = DataDir(data_dir)
-    return plan(info, data, shard_size=shard_size, limit=limit, force=force, size_given=size_given)
+    return plan(
+        info,
+        data,
+        shard_size=shard_size,
+        limit=limit,
+        force=force,
+        size_given=size_given,
+        min_free=min_free,
+    )

@@ -165,8 +165,14 @@ class PageService:
         return Upload(f"cache:{rid}", body)
 
     def image(self, rid: str) -> bytes | None:
-        """The cached image of row ``rid`` (validated: an id, never a path)."""
-        return cached_images(self.data, [valid_id(rid)]).get(rid)
+        """The cached image of row ``rid`` (validated: an id, never a path); a damaged one is
+        410 Gone, never a 200 that does not decode."""
+        from promptlake.tasks.images.cached import DamagedImage, page_image
+
+        try:
+            return page_image(self.data, valid_id(rid))
+        except DamagedImage as exc:
+            raise BadRequest(str(exc), 410) from None
 
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
         records = cached_records(self.data, [h.id for h in hits])  # small: no image bodies

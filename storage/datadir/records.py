@@ -42,6 +42,10 @@ class ShardStats:
     by_status: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the files the stage wrote and read, by path relative to the data dir, with their size,
+    # mtime_ns and sha256 (``storage.datadir.markers``); empty in markers written before
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,6 +143,7 @@ class FetchRecord:
     sha256: str = ""
     attempts: int = 0
     elapsed_ms: float = 0.0
+    image_sha256: str = ""  # of the cached (resized, re-encoded) image: a damaged one is found
 
     @property
     def ok(self) -> bool:
@@ -150,4 +155,7 @@ class FetchRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FetchRecord:
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _FETCH_RECORD_FIELDS})
+
+
+_FETCH_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(FetchRecord))

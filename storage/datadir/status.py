@@ -35,7 +35,9 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
             done_markers = Markers(data, f"embed/{found[0]}")
             extra = {"model": found[1], "namespaces": list(namespaces(data))}
     planned = set(shards)
-    done = {k: v for k, v in done_markers.all_done().items() if k in planned}
+    good, bad = done_markers.checked()
+    done = {k: v for k, v in good.items() if k in planned}
+    damaged = {k: v for k, v in bad.items() if k in planned}
     failures = {k: v for k, v in Markers(data, stage).failures().items() if k not in done}
     missing = [s for s in shards if s not in done and s not in failures]
     by_status: dict[str, int] = {}
@@ -48,10 +50,12 @@ def stage_status(data: DataDir, stage: str, shards: list[str]) -> tuple[dict[str
         "shards_done": len(done),
         "shards_failed": len(failures),
         "shards_pending": len(missing),
+        "shards_damaged": len(damaged),
         "rows_ok": sum(s.ok for s in done.values()),
         "rows_failed": sum(s.failed for s in done.values()),
         "by_status": by_status,
         "failed": failures,
+        "damaged": damaged,
         **extra,
     }, missing
 
@@ -128,19 +132,26 @@ def resume_plan(
 ) -> dict[str, Any]:
     """What ``promptlake resume`` would do: per stage, the failed shards it reruns and the
     missing ones it runs; with ``--retry-failed``, how many failed rows it fetches again."""
-    stages = {
-        stage: {"rerun_failed": sorted(report["stages"][stage]["failed"]), "run_missing": todo}
-        for stage, todo in missing.items()
-    }
+    stages = {}
+    for stage, todo in missing.items():
+        st = report["stages"][stage]
+        redo = sorted(s for s in st["damaged"] if s not in st["failed"])
+        stages[stage] = {
+            "rerun_failed": sorted(st["failed"]),
+            "redo_damaged": redo,
+            "run_missing": [s for s in todo if s not in redo],
+        }
     fetch = report["stages"]["fetch"]
     permanent = sum(fetch["by_status"].get(status, 0) for status in PERMANENT_FETCH)
-    retry_rows = fetch["rows_failed"] - permanent
+    # cached images that did not decode when embedded: --retry-failed fetches them again
+    broken = report["stages"]["embed"]["by_status"].get("image_error", 0)
+    retry_rows = fetch["rows_failed"] - permanent + broken
     params = data.ingest_record
     return {
         "ingest_recorded": params.exists(),
         "stages": stages,
         "retry_failed_rows": retry_rows,
-        "nothing_to_do": not any(v["rerun_failed"] or v["run_missing"] for v in stages.values()),
+        "nothing_to_do": not any(any(v.values()) for v in stages.values()),
     }
 
 
@@ -169,10 +180,12 @@ def format_resume(plan: dict[str, Any]) -> list[str]:
         return [line]
     lines = ["resume would (`promptlake resume`):"]
     for stage, todo in plan["stages"].items():
-        if todo["rerun_failed"] or todo["run_missing"]:
+        if any(todo.values()):
+            redo = todo.get("redo_damaged")
             lines.append(
                 f"  {stage}: rerun failed {shard_ranges(todo['rerun_failed'])}; "
-                f"run missing {shard_ranges(todo['run_missing'])}"
+                + (f"redo damaged {shard_ranges(redo)}; " if redo else "")
+                + f"run missing {shard_ranges(todo['run_missing'])}"
             )
     if plan["retry_failed_rows"]:
         lines.append(
@@ -254,6 +267,8 @@ def format_status(report: dict[str, Any]) -> str:
         lines += [f"  ! {note}" for note in st.get("notes", [])]
         for shard, reason in st["failed"].items():
             lines.append(f"  shard {shard} failed: {reason}")
+        for shard, reason in st.get("damaged", {}).items():
+            lines.append(f"  shard {shard} to redo: {reason}")
     fb = report.get("feedback", {})
     if fb.get("inputs"):
         lines.append(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.vectors import ModelMismatch
-from promptlake.storage.store import knn
+from promptlake.storage.store import knn, schema
 from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.store.embedded import open_engine, warm_up
 from promptlake.storage.store.hits import (
@@ -39,27 +41,13 @@ from promptlake.storage.store.hits import (
     facet_sql,
     hit_from_row,
 )
+from promptlake.storage.store.schema import TABLES
 from promptlake.storage.store.turn_files import Say, command_line, say_on_stderr
 from promptlake.storage.store.turns import ProcessTurn, process_turn
 from promptlake.storage.store.urls import parse_store_url
+from promptlake.storage.store.writes import WriteGuards
 
-TABLES = {"prompts": "prompt_vector", "images": "image_vector"}
-_COMMON = """id String, prompt String, url String, width UInt32, height UInt32,
-    source_site LowCardinality(String), origin LowCardinality(String) DEFAULT 'dataset',
-    parent_ids Array(String) DEFAULT [], trigger String DEFAULT '', shard String,
-    model LowCardinality(String),
-    created_at DateTime64(3) DEFAULT now64(3)"""
-# columns added after stores were first made: created by ALTER where missing (an old store keeps
-# its rows; what it never knew reads as the default)
-_ADDED = (
-    ("trigger", "String DEFAULT ''", "parent_ids"),
-    ("negative_prompt", "String DEFAULT ''", "source_site"),
-    ("model_name", "LowCardinality(String) DEFAULT ''", "negative_prompt"),
-    ("tool", "LowCardinality(String) DEFAULT ''", "model_name"),
-    ("settings", "String DEFAULT '{}'", "tool"),
-    ("extra", "String DEFAULT '{}'", "settings"),
-)
-
+log = logging.getLogger("promptlake.store")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,7 +63,7 @@ def _in_turn(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Store:
+class Store(WriteGuards):
     """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
 
     knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/store/knn.py)
@@ -131,55 +119,36 @@ class Store:
 
     @_in_turn
     def ensure_schema(self, model: str, dim: int) -> None:
-        """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's."""
+        """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's.
+        A store whose schema matches gets no DDL at all (each DDL rewrites a metadata file,
+        which a full disk can leave empty)."""
         if dim < 1:
             raise StoreError(f"vector dimension must be >= 1, got {dim}")
         opened = self._turn.generation if self._turn else 0
         if self._schema == (model, dim, opened):
-            return  # checked on this connection already: no DDL round trips per shard
-        self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-        self.client.command(
-            f"CREATE TABLE IF NOT EXISTS {self.table('meta')} (key String, "
-            "value String) ENGINE = ReplacingMergeTree ORDER BY key"
-        )
-        have = self.meta()
-        if have and (have.get("model"), have.get("dim")) != (model, str(dim)):
+            return  # checked on this connection already: no round trips per shard
+        rows = self.client.query(schema.COLUMNS_SQL, parameters={"db": self.db}).result_rows
+        have = {table: set(names) for table, names in rows}
+        meta = self.meta() if "meta" in have else {}
+        if meta and (meta.get("model"), meta.get("dim")) != (model, str(dim)):
             raise ModelMismatch(
-                f"the store holds vectors of {have.get('model')} (dim "
-                f"{have.get('dim')}), not of {model} (dim {dim})"
+                f"the store holds vectors of {meta.get('model')} (dim "
+                f"{meta.get('dim')}), not of {model} (dim {dim})"
             )
-        for name, column in TABLES.items():
-            self.client.command(
-                f"CREATE TABLE IF NOT EXISTS {self.table(name)} ({_COMMON}, "
-                f"{column} Array(Float32) CODEC(NONE), "
-                f"CONSTRAINT {column}_len CHECK length({column}) = {dim}) "
-                # sorted by what filters ask for: a selective filter on these is a few key
-                # ranges to scan exactly (storage/store/knn.py); granules of 1024 rows (not ~5k of
-                # 2 KB vectors): the scan reads little more than the range
-                "ENGINE = MergeTree ORDER BY (source_site, origin, width, height, id) "
-                "SETTINGS index_granularity = 1024"
-            )
-            for column_name, spec, after in _ADDED:
-                self.client.command(
-                    f"ALTER TABLE {self.table(name)} ADD COLUMN IF NOT EXISTS {column_name} "
-                    f"{spec} AFTER {after}"
+        ddl = schema.missing_ddl(self.db, have, dim)
+        if not have and not self._database_exists():
+            ddl.insert(0, f"CREATE DATABASE IF NOT EXISTS {self.db}")
+        with self._writing(need=diskspace.MB if ddl or not meta else 0, what="the store's schema"):
+            for sql in ddl:
+                self.client.command(sql)
+            if not meta:
+                self.client.insert(
+                    self.table("meta"),
+                    [["model", model], ["dim", str(dim)]],
+                    column_names=["key", "value"],
                 )
-        self.client.command(
-            f"CREATE TABLE IF NOT EXISTS {self.table('searches')} (query String, "
-            "target LowCardinality(String), k UInt32, best_distance Nullable(Float32), "
-            "elapsed_ms Float32, at DateTime64(3) DEFAULT now64(3)) ENGINE = MergeTree ORDER BY at"
-        )
-        self.client.command(  # what was searched with; older logs marked images in the query
-            f"ALTER TABLE {self.table('searches')} ADD COLUMN IF NOT EXISTS kind "
-            "LowCardinality(String) DEFAULT if(startsWith(query, 'image:'), 'image', 'text') "
-            "AFTER query"
-        )
-        if not have:
-            self.client.insert(
-                self.table("meta"),
-                [["model", model], ["dim", str(dim)]],
-                column_names=["key", "value"],
-            )
+        if ddl:
+            self._snapshot()
         self._schema = (model, dim, opened)
 
     @_in_turn
@@ -194,11 +163,22 @@ class Store:
         self._check_table(name)
         where = f"FROM {self.table(name)} WHERE shard = {{shard:String}}"
         present = self.client.query(f"SELECT count() {where}", parameters={"shard": shard})
-        if present.result_rows[0][0]:  # a DELETE is a mutation: skip it for a first load
-            self.client.command(f"DELETE {where}", parameters={"shard": shard})
-        if rows.num_rows:
-            self.client.insert_arrow(self.table(name), rows)
+        again = bool(present.result_rows[0][0])  # a DELETE is a mutation: none for a first load
+        # the insert reserves about its uncompressed size; a DELETE rewrites a part
+        need = rows.nbytes + diskspace.MB + (self._parts(name)[0] if again else 0)
+        with self._writing(need=need, what=f"load shard {shard} ({name})"):
+            if again:
+                self.delete_shard(name, shard)
+            if rows.num_rows:
+                self.client.insert_arrow(self.table(name), rows)
         return rows.num_rows
+
+    @_in_turn
+    def delete_shard(self, name: str, shard: str) -> None:
+        """Delete ``shard``'s rows of table ``name`` (waiting for it in short polls, never
+        forever: ``storage.store.mutations``)."""
+        self._check_table(name)
+        self._delete(name, "shard = {shard:String}", {"shard": shard}, f"delete shard {shard}")
 
     @_in_turn
     def drop_dataset_rows(
@@ -211,17 +191,20 @@ class Store:
         if not self.client.query(f"EXISTS TABLE {self.table(name)}").result_rows[0][0]:
             return 0
         gone = 0
+        where = (
+            "origin = 'dataset' AND (NOT has({keep:Array(String)}, shard) OR "
+            "has({keys:Array(String)}, concat(shard, '/', id)))"
+        )
         for start in range(0, max(len(retired), 1), 10_000):  # bounded statement size
             keys = [f"{shard}/{rid}" for shard, rid in retired[start : start + 10_000]]
-            where = (
-                f"FROM {self.table(name)} WHERE origin = 'dataset' AND (NOT has({{keep:"
-                "Array(String)}, shard) OR has({keys:Array(String)}, concat(shard, '/', id)))"
-            )
             params = {"keep": keep_shards, "keys": keys}
-            found = self.client.query(f"SELECT count() {where}", parameters=params)
-            if found.result_rows[0][0]:
-                self.client.command(f"DELETE {where}", parameters=params)
-                gone += int(found.result_rows[0][0])
+            found = self.client.query(
+                f"SELECT count() FROM {self.table(name)} WHERE {where}", parameters=params
+            ).result_rows[0][0]
+            if found:
+                with self._writing(need=self._parts(name)[0], what=f"reconcile {name}"):
+                    self._delete(name, where, params, f"reconcile {name}")
+                gone += int(found)
         return gone
 
     @_in_turn
@@ -230,22 +213,36 @@ class Store:
         return int(self.client.query(f"SELECT count() FROM {self.table(name)}").result_rows[0][0])
 
     @_in_turn
+    def index_status(self, name: str) -> list[tuple]:
+        """The vector index of table ``name`` as the engine reports it (none: not declared)."""
+        self._check_table(name)
+        where = {"db": self.db, "table": name}
+        return self.client.query(self.dialect.index_status(), parameters=where).result_rows
+
+    @_in_turn
     def build_index(self, name: str, dim: int, params: IndexParams) -> list[tuple]:
         """Build the vector index of table ``name`` after the bulk load; return its status.
         The first build merges the table's parts into one first: one graph to search instead
         of one per part, and no background merge rebuilding the index later. A later build
         (after more loads) keeps the parts: their new rows were indexed as they came."""
-        self._check_table(name)
-        status = self.dialect.index_status()
-        where = {"db": self.db, "table": name}
-        if not self.client.query(status, parameters=where).result_rows:
-            self.client.command(
-                f"OPTIMIZE TABLE {self.table(name)} FINAL "
-                "SETTINGS optimize_skip_merged_partitions = 1"  # one part already: no rewrite
-            )
-        for sql in self.dialect.add_index(self.table(name), TABLES[name], dim, params):
-            self.client.command(sql)
-        return self.client.query(status, parameters=where).result_rows
+        declared = bool(self.index_status(name))
+        # OPTIMIZE FINAL rewrites every part; the HNSW graph takes ~dim × 2 bytes a row (bf16)
+        index_bytes = self.count(name) * (dim * 2 + 64)
+        need = index_bytes + (0 if declared else self._parts(name)[1])
+        with self._writing(need=need, what=f"the {name} index"):
+            if not declared:  # its DDL only when missing: each DDL rewrites the table's .sql
+                self.client.command(
+                    f"OPTIMIZE TABLE {self.table(name)} FINAL "
+                    "SETTINGS optimize_skip_merged_partitions = 1"  # one part already: no rewrite
+                )
+                for sql in self.dialect.add_index(self.table(name), TABLES[name], dim, params):
+                    self.client.command(sql)
+                self._snapshot()
+            materialize = self.dialect.materialize_index(self.table(name), TABLES[name])
+            if materialize:
+                self.client.command(materialize)
+                self._wait_for_mutations(name, f"the {name} index")
+        return self.index_status(name)
 
     @_in_turn
     def search(
@@ -308,13 +305,18 @@ class Store:
 
     @_in_turn
     def log_search(self, search: LoggedSearch) -> None:
-        """Remember a search (the feedback flow looks for poorly served ones)."""
+        """Remember a search (the feedback flow looks for poorly served ones). A full disk
+        loses the log line, not the search."""
         s = search
-        self.client.insert(
-            self.table("searches"),
-            [[s.query[:2000], s.kind, s.target, s.k, s.best_distance, s.elapsed_ms]],
-            column_names=["query", "kind", "target", "k", "best_distance", "elapsed_ms"],
-        )
+        try:
+            with self._writing(need=0, what="the search log"):
+                self.client.insert(
+                    self.table("searches"),
+                    [[s.query[:2000], s.kind, s.target, s.k, s.best_distance, s.elapsed_ms]],
+                    column_names=["query", "kind", "target", "k", "best_distance", "elapsed_ms"],
+                )
+        except diskspace.DiskFull as exc:
+            log.warning("search not logged: %s", exc)
 
     @_in_turn
     def weak_searches(

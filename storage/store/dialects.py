@@ -21,6 +21,8 @@ class ClickHouseDialect:
     name = "clickhouse"
     # its HNSW index post-filters: a filtered search is planned first (storage/store/knn.py)
     plans_filters = True
+    # a DELETE returns at once and is waited for in polls (storage/store/mutations.py)
+    async_delete: dict[str, int] = {"lightweight_deletes_sync": 0}  # noqa: RUF012
 
     def distance(self, column: str, param: str) -> str:
         return f"cosineDistance({column}, {param})"
@@ -29,9 +31,12 @@ class ClickHouseDialect:
         spec = f"'hnsw', 'cosineDistance', {dim}, '{p.quantization}', {p.m}, {p.ef_construction}"
         return [
             f"ALTER TABLE {table} ADD INDEX IF NOT EXISTS {column}_idx {column} "
-            f"TYPE vector_similarity({spec}) GRANULARITY 100000000",
-            f"ALTER TABLE {table} MATERIALIZE INDEX {column}_idx SETTINGS mutations_sync = 2",
+            f"TYPE vector_similarity({spec}) GRANULARITY 100000000"
         ]
+
+    def materialize_index(self, table: str, column: str) -> str | None:
+        """The mutation that builds the index on existing parts (sent without waiting)."""
+        return f"ALTER TABLE {table} MATERIALIZE INDEX {column}_idx SETTINGS mutations_sync = 0"
 
     def index_status(self) -> str:
         """SQL listing a table's vector indexes; binds {db:String} and {table:String}."""
@@ -47,6 +52,7 @@ class MyScaleDialect(ClickHouseDialect):
 
     name = "myscale"
     plans_filters = False  # MyScale pre-filters its vector indexes itself
+    async_delete: dict[str, int] = {}  # noqa: RUF012  # its DELETE returns when done
 
     def __init__(self, index_type: str = "MSTG") -> None:
         if index_type not in ("MSTG", "SCANN"):
@@ -61,6 +67,9 @@ class MyScaleDialect(ClickHouseDialect):
             f"ALTER TABLE {table} ADD VECTOR INDEX IF NOT EXISTS {column}_idx {column} "
             f"TYPE {self.index_type}('metric_type=Cosine')"
         ]
+
+    def materialize_index(self, table: str, column: str) -> str | None:
+        return None  # a vector index is built by its own background process
 
     def index_status(self) -> str:
         return (

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from promptlake.storage.store.hits import StoreUnavailable
+from promptlake.storage.store.repair import repair, snapshot
 
 ENGINE_LINE = re.compile(r"DB::|^\s*\d+\. |^\s*$")  # the engine's messages and stack frames
 _warm = False
@@ -39,11 +40,16 @@ def open_engine(path: str) -> Any:
         target.mkdir(parents=True, exist_ok=True)
     except PermissionError as exc:
         raise StoreUnavailable(denied(path, str(exc))) from exc
+    if lock_owner(target / "status") is None:  # nobody has it open: mend what a full disk left
+        for fixed in repair(target):
+            print(f"promptlake: repaired the store {path}: {fixed}", file=sys.stderr, flush=True)
     with _stderr_heard() as heard:
         try:
-            return clickhouse_connect.get_client(interface="chdb", path=path)
+            client = clickhouse_connect.get_client(interface="chdb", path=path)
         except Exception as exc:
             raise StoreUnavailable(explain(path, heard(), exc)) from exc
+    snapshot(target)
+    return client
 
 
 def warm_up() -> None:

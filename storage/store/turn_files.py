@@ -3,6 +3,7 @@ holder's note and the queue of waiters. No threads, no chDB: status reads them t
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -149,7 +150,8 @@ class TurnFiles:
                 ahead = [w for w in self.waiting(but=ticket) if w[0] < ticket]
                 lock = None if ahead else _try_flock(self.lock, fcntl.LOCK_EX, create=True)
                 if lock is not None:
-                    write_json(self.info, asdict(me), durable=False)
+                    with contextlib.suppress(OSError):  # a full disk: the holder goes unnamed
+                        write_json(self.info, asdict(me), durable=False)
                     return lock
                 now = time.monotonic()
                 if now >= deadline:
@@ -171,7 +173,8 @@ class TurnFiles:
         tmp = self.queue / f".{ticket}"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, json.dumps(asdict(me)).encode())
+        with contextlib.suppress(OSError):  # a full disk: the waiter goes unnamed
+            os.write(fd, json.dumps(asdict(me)).encode())
         os.replace(tmp, self.queue / ticket)
         return ticket, fd
 

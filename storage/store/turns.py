@@ -150,7 +150,8 @@ class ProcessTurn:
             return
         self.label = (who, unit, long)
         me = Holder(os.getpid(), who, unit, self.since, long, socket.gethostname())
-        write_json(self.files.info, asdict(me), durable=False)
+        with contextlib.suppress(OSError):  # a full disk: the note stays as it was
+            write_json(self.files.info, asdict(me), durable=False)
 
     def _release(self) -> None:
         """Close the engine and free the turn (the caller holds ``cond``)."""

@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Iterator
 
-from promptlake.settings import Settings, store_url
+from promptlake.settings import Settings, min_free_bytes, store_url
 from promptlake.storage.store import Store, open_store
 from promptlake.storage.store.turn_files import command_line, say_on_stderr
 
@@ -21,6 +21,7 @@ def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator
     ``long``: it may take minutes). Load models and read files before, not inside."""
     run_id = _flow_run_id()
     store = open_store(store_url(settings))
+    store.min_free = min_free_bytes(settings)  # the floor every write leaves on its disk
     with store.turn(
         unit,
         who=_run_name(run_id) if run_id else command_line(),

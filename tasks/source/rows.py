@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from promptlake.storage.datadir.records import REQUIRED_COLUMNS
+from promptlake.tasks.source.encoding import LineFinder, OnBadEncoding, decoded
 from promptlake.tasks.source.sourcefile import check_file
 
 MAX_SIDE = 1 << 20
@@ -97,13 +98,19 @@ def column_names(path: Path, fmt: str) -> list[str]:
 
 
 def read_batches(
-    path: Path, fmt: str, on_malformed: Callable[[int | None, str], None], batch_rows: int = 65536
+    path: Path,
+    fmt: str,
+    on_malformed: Callable[[int | None, str], None],
+    on_bad_encoding: OnBadEncoding,
+    batch_rows: int = 65536,
 ) -> tuple[Columns, Iterator[pa.RecordBatch]]:
-    """The source's column map, and its rows as batches of string columns."""
+    """The source's column map, and its rows as batches of string columns. A row holding bytes
+    that are not UTF-8 goes to ``on_bad_encoding`` instead (``tasks.source.encoding``)."""
     if fmt == "parquet":
         pf = pq.ParquetFile(path)
         columns = Columns.of(pf.schema_arrow.names, path)
-        return columns, (_as_strings(b) for b in pf.iter_batches(batch_size=batch_rows))
+        parts = (_as_binary(b) for b in pf.iter_batches(batch_size=batch_rows))
+        return columns, (decoded(b, on_bad_encoding, None) for b in parts)
     names = column_names(path, fmt)
     columns = Columns.of(names, path)
 
@@ -111,29 +118,36 @@ def read_batches(
         on_malformed(row.number, row.text or "")
         return "skip"
 
-    as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+    as_bytes = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()))
 
     def batches() -> Iterator[pa.RecordBatch]:
+        lines = LineFinder(path)
         with pa.input_stream(str(path), compression="detect") as stream:
-            yield from pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True, invalid_row_handler=handler
-                ),
-                convert_options=as_text,
-            )
+            try:
+                for batch in pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(block_size=1 << 22),
+                    parse_options=pacsv.ParseOptions(
+                        newlines_in_values=True, invalid_row_handler=handler
+                    ),
+                    convert_options=as_bytes,
+                ):
+                    yield decoded(batch, on_bad_encoding, lines)
+            finally:
+                lines.close()
 
     return columns, batches()
 
 
-def _as_strings(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _as_binary(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every column of a Parquet batch as bytes (text is validated by ``decoded``)."""
     arrays = []
     for col in batch.columns:
         if pa.types.is_nested(col.type):  # lists, structs: their JSON text
-            arrays.append(pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()]))
-        else:
-            arrays.append(col.cast(pa.string()))
+            col = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()])
+        elif not pa.types.is_binary(col.type):  # numbers, dates, text: as text
+            col = col.cast(pa.string())
+        arrays.append(col.cast(pa.binary()))
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 

@@ -76,12 +76,15 @@ def _head(path: Path, fmt: str) -> bytes:
 
 
 def _binary_at(head: bytes) -> int | None:
-    """The offset of the first byte that cannot be in a UTF-8 text file, or None."""
+    """The offset of the first byte that cannot be in a UTF-8 text file, or None. A few bytes
+    that are not UTF-8 are the rows' problem (each such row becomes a ``bad_encoding``
+    reject); many (over 1% of the head) mean binary data or another encoding."""
     if b"\x00" in head:
         return head.index(b"\x00")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the end of the head
+        invalid = len(head) - len(head.decode("utf-8", errors="ignore").encode("utf-8"))
+        if exc.start < len(head) - 4 and invalid > max(8, len(head) // 100):
             return exc.start
     return None

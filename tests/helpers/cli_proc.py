@@ -64,10 +64,18 @@ class Cli:
         return self._ended(proc, code, time.monotonic() - start)
 
     def interrupt(
-        self, proc: subprocess.Popen, ready: Callable[[], bool], *, times: int = 1
+        self,
+        proc: subprocess.Popen,
+        ready: Callable[[], bool],
+        *,
+        times: int = 1,
+        sig: signal.Signals = signal.SIGINT,
+        group: bool = True,
     ) -> Ended:
-        """Once ``ready()``, press Ctrl-C (``times`` times, 0.3 s apart) and wait for the end.
-        Every process the command had started must be gone soon after."""
+        """Once ``ready()``, press Ctrl-C (``times`` times, 0.3 s apart) and wait for the end;
+        or send ``sig`` instead, to the command's process alone unless ``group`` (``docker
+        stop`` and Prefect's cancellation signal one process). Every process the command had
+        started must be gone soon after."""
         deadline = time.monotonic() + 600
         while not ready():
             if proc.poll() is not None:
@@ -79,12 +87,15 @@ class Cli:
         for i in range(times):
             if i:
                 time.sleep(0.3)
-            os.killpg(proc.pid, signal.SIGINT)
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
         try:
             code = proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError("still running 120 s after Ctrl-C") from None
+            raise AssertionError(f"still running 120 s after {sig.name}") from None
         seconds = time.monotonic() - start
         _, alive = psutil.wait_procs(kids, timeout=15)  # the resource tracker ends after it
         left = [" ".join(p.cmdline())[:120] for p in alive if _running(p)]

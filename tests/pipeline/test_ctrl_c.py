@@ -6,6 +6,7 @@ with no traceback and no process left behind; a rerun then completes with every 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -26,15 +27,15 @@ LIMIT = 10.0  # seconds from Ctrl-C to the end: the spec
 SHARDS, PER_SHARD = 8, 40
 
 
-def assert_stopped(ended: Ended, data_dir: Path) -> str:
+def assert_stopped(ended: Ended, data_dir: Path, how: str = "Ctrl-C", code: int = 130) -> str:
     """Exit 130 within the limit, nothing on stdout, one line on stderr naming the resume."""
-    assert ended.code == 130, ended.err[-3000:]
+    assert ended.code == code, ended.err[-3000:]
     assert ended.seconds < LIMIT, f"took {ended.seconds:.1f} s"
     assert "Traceback" not in ended.out + ended.err
     assert ended.out == ""
     assert len(ended.err_lines) == 1, ended.err
     line = ended.err_lines[0]
-    assert line.startswith("promptlake: stopped (Ctrl-C); "), line
+    assert line.startswith(f"promptlake: stopped ({how}); "), line
     assert f"resume with: promptlake resume --data-dir {data_dir}" in line
     log = line.rsplit("(log: ", 1)[1].rstrip(")")
     assert Path(log).parent == data_dir / "logs" and Path(log).exists()
@@ -175,6 +176,38 @@ def test_a_second_ctrl_c_ends_at_once(tmp_path, server, cli):
     proc = cli.start("ingest", str(src), "--data-dir", str(d), "--until", "fetch")
     ended = cli.interrupt(proc, lambda: sum(server.requests.values()) >= 4, times=2)
     assert_stopped(ended, d)
+
+
+def test_sigterm_mid_embed_stops_like_ctrl_c_then_a_rerun_completes(tmp_path, server, cli):
+    """SIGTERM to the command alone (``docker stop``, systemd, a Prefect cancel): the same stop
+    as a Ctrl-C — within seconds, one line naming it, exit 143, workers and the temporary server
+    ended — and the rerun completes."""
+    server.slow_seconds = 1.0
+
+    def url(i: int) -> str:
+        return server.url("slow" if i % 4 == 2 else "img", f"t{i}")
+
+    rows = [[f"t{i:03d}", f"prompt {i}, a harbour", url(i), 512, 512, "s"] for i in range(80)]
+    src, d = write_csv(tmp_path / "t.csv", rows), tmp_path / "d"
+    args = ["ingest", str(src), "--data-dir", str(d), "--shard-size", "20"]
+    args += ["--workers", "4", "--until", "embed"]
+    embed_dir = d / "embed"
+    proc = cli.start(*args)
+    embedding = lambda: embed_dir.exists() and any(embed_dir.rglob("*.parquet"))  # noqa: E731
+    ended = cli.interrupt(proc, embedding, sig=signal.SIGTERM, group=False)
+    line = assert_stopped(ended, d, how="SIGTERM", code=143)
+    assert "embed " in line
+    log = Path(line.rsplit("(log: ", 1)[1].rstrip(")")).read_text()
+    assert "TerminationSignal" not in log  # the runners stopped it, no task died of it
+    done = cli.run("resume", "--data-dir", str(d))
+    assert done.code == 0, done.err[-3000:]
+    assert "embed:    4 done, 0 failed, 0 pending shards" in done.out, done.out
+    ids = Counter(
+        i
+        for p in (d / "embed").glob("*/text/*.parquet")
+        for i in pq.read_table(p)["id"].to_pylist()
+    )
+    assert len(ids) == 80 and set(ids.values()) == {1}
 
 
 def test_ctrl_c_mid_download_then_the_download_resumes(tmp_path, server, cli):

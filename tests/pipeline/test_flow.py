@@ -108,8 +108,16 @@ def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, c
     emb = report["stages"]["embed"]
     assert (emb["shards_done"], emb["shards_failed"], emb["shards_pending"]) == (2, 0, 1)
     plan = report["resume"]["stages"]
-    assert plan["fetch"] == {"rerun_failed": ["00001"], "run_missing": []}
-    assert plan["embed"] == plan["load"] == {"rerun_failed": [], "run_missing": ["00001"]}
+    assert plan["fetch"] == {"rerun_failed": ["00001"], "redo_damaged": [], "run_missing": []}
+    assert (
+        plan["embed"]
+        == plan["load"]
+        == {
+            "rerun_failed": [],
+            "redo_damaged": [],
+            "run_missing": ["00001"],
+        }
+    )
     assert main(["status", "--data-dir", str(data_dir)]) == 0
     text = capsys.readouterr().out
     assert "resume would" in text and "fetch: rerun failed 00001; run missing none" in text
