@@ -18,7 +18,8 @@ from promptlake.settings import Settings, get_settings
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store.hits import Hit, StoreBusy
 from promptlake.tasks.clip.encoder import current_namespace, get_encoder
-from promptlake.tasks.images.thumbnails import cached_images, cached_records
+from promptlake.tasks.images.cached import DamagedImage, page_image
+from promptlake.tasks.images.thumbnails import cached_records
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.query.refine import RefineRequest, refine
 from promptlake.tasks.query.search import SearchRequest, image_vectors, query_settings, search
@@ -167,8 +168,6 @@ class PageService:
     def image(self, rid: str) -> bytes | None:
         """The cached image of row ``rid`` (validated: an id, never a path); a damaged one is
         410 Gone, never a 200 that does not decode."""
-        from promptlake.tasks.images.cached import DamagedImage, page_image
-
         try:
             return page_image(self.data, valid_id(rid))
         except DamagedImage as exc:
