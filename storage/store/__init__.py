@@ -11,7 +11,8 @@ This package is the ``Store`` and its parts: ``urls`` (which store, shown withou
 ``dialects`` (where ClickHouse and MyScale SQL differ), ``embedded`` (opening chDB, saying why
 it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded store), ``knn``
 (how a filtered k-NN query is planned) and ``hits`` (filters and results). It imports
-``storage.datadir`` only for the vector files' model check, and never Prefect.
+``storage.datadir`` only for the vector files' model check and the crash tests' named points
+(``crashpoints``), and never Prefect.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from promptlake.storage.datadir import crashpoints
 from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import knn
 from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
@@ -194,8 +196,10 @@ class Store:
         present = self.client.query(f"SELECT count() {where}", parameters={"shard": shard})
         if present.result_rows[0][0]:  # a DELETE is a mutation: skip it for a first load
             self.client.command(f"DELETE {where}", parameters={"shard": shard})
+            crashpoints.reached(f"store:{name}:delete")
         if rows.num_rows:
             self.client.insert_arrow(self.table(name), rows)
+            crashpoints.reached(f"store:{name}:insert")
         return rows.num_rows
 
     @_in_turn
@@ -219,6 +223,7 @@ class Store:
             found = self.client.query(f"SELECT count() {where}", parameters=params)
             if found.result_rows[0][0]:
                 self.client.command(f"DELETE {where}", parameters=params)
+                crashpoints.reached(f"store:{name}:drop")
                 gone += int(found.result_rows[0][0])
         return gone
 
@@ -241,8 +246,10 @@ class Store:
                 f"OPTIMIZE TABLE {self.table(name)} FINAL "
                 "SETTINGS optimize_skip_merged_partitions = 1"  # one part already: no rewrite
             )
+            crashpoints.reached(f"store:{name}:optimize")
         for sql in self.dialect.add_index(self.table(name), TABLES[name], dim, params):
             self.client.command(sql)
+            crashpoints.reached(f"store:{name}:index")
         return self.client.query(status, parameters=where).result_rows
 
     @_in_turn
