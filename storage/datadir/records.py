@@ -87,7 +87,9 @@ class PlanGeneration:
 class PlanManifest:
     """The result of the plan stage: how the source was split, generation after generation.
     The row counts describe the source as it is now; ``shards`` holds every shard ever planned
-    (names are stable), with the rows later generations retired from each."""
+    (names are stable), with the rows later generations retired from each. The manifest is
+    the plan's one commit: ``generation`` names the folder holding its row index, retired rows
+    and rejects (0: a plan made before those had folders, its files directly in ``plan/``)."""
 
     source_sha256: str
     shard_size: int
@@ -98,6 +100,7 @@ class PlanManifest:
     rejects_by_reason: dict[str, int]
     shards: list[ShardRef]
     generations: list[PlanGeneration] = field(default_factory=list)
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from promptlake.storage.datadir.planfiles import rejects_path
 from promptlake.storage.datadir.records import REQUIRED_COLUMNS
 from promptlake.tasks.download import download
 from promptlake.tasks.plan import PlanError, plan, read_shard
@@ -49,7 +50,7 @@ def test_every_row_is_a_shard_row_or_a_reject_with_reason(tmp_path, data):
     m = _plan(tmp_path, data, GOOD + BAD)
     assert (m.rows_total, m.rows_valid, m.rows_rejected) == (19, 10, 9)
     assert [s.rows for s in m.shards] == [4, 4, 2]
-    rejects = pq.read_table(data.rejects).to_pylist()
+    rejects = pq.read_table(rejects_path(data)).to_pylist()
     assert [r["reason"] for r in rejects] == REASONS
     assert [r["row_number"] for r in rejects] == list(range(10, 19))
     assert rejects[-1]["detail"].startswith("id 'g3' appeared earlier")
@@ -65,7 +66,7 @@ def test_malformed_csv_line_is_rejected_not_fatal(tmp_path, data):
         fh.write('g9,"multi\nline prompt",http://x.test/9.jpg,5,5,s\n')
     m = plan(download(str(src), data), data, shard_size=10)
     assert m.rows_valid == 3 and m.rejects_by_reason == {"malformed_row": 1}
-    assert "too few fields" in pq.read_table(data.rejects)["detail"][0].as_py()
+    assert "too few fields" in pq.read_table(rejects_path(data))["detail"][0].as_py()
     assert read_shard(data, "00000")["prompt"][2].as_py() == "multi line prompt"
 
 
