@@ -166,8 +166,9 @@ def check_image(body: bytes, settings: Settings) -> None:
         raise BadRequest(f"the image is {size}; {most} (PROMPTLAKE_UI_MAX_UPLOAD_PIXELS)", 413)
 
 
-def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
-    """One hit for the API: the store's fields, its thumbnail (when its image is cached) and
+def hit_json(hit: Hit, version: str | None) -> dict[str, Any]:
+    """One hit for the API: the store's fields, its thumbnail (when its image is cached:
+    ``version`` names the cached picture, so the link changes when the row's image does) and
     ``extra`` (lineage, generation settings: whatever the store carries)."""
     return {
         "id": hit.id,
@@ -182,6 +183,6 @@ def hit_json(hit: Hit, cached: set[str]) -> dict[str, Any]:
         "model_name": hit.model_name,
         "tool": hit.tool,
         "settings": hit.settings,
-        "thumbnail": page_image_url("", hit.id) if hit.id in cached else None,
+        "thumbnail": page_image_url("", hit.id, version) if version else None,
         "extra": jsonable_encoder(hit.extra),
     }

@@ -82,9 +82,12 @@ def current_namespace(
 
 
 def namespaces(data: DataDir) -> dict[str, dict[str, Any]]:
-    """Every embedding namespace of ``data`` with its model record, oldest first."""
-    root = data.root / "embed"
-    found = (
-        sorted(root.glob("*/model.json"), key=lambda p: p.stat().st_mtime) if root.exists() else []
-    )
-    return {p.parent.name: read_json(p) for p in found}
+    """Every embedding namespace of ``data`` with its model record, oldest first (one removed
+    while this looks, by a forced re-plan, is left out)."""
+    found = []
+    for path in (data.root / "embed").glob("*/model.json"):
+        try:
+            found.append((path.stat().st_mtime, path.parent.name, read_json(path)))
+        except FileNotFoundError:
+            continue
+    return {name: record for _, name, record in sorted(found, key=lambda f: f[0])}

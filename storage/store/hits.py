@@ -133,3 +133,7 @@ class StoreBusy(StoreError):
 
 class StoreUnavailable(StoreError):
     """The embedded store cannot be opened; the message gives the real cause."""
+
+
+class NoEmbeddings(StoreUnavailable):
+    """A data dir has no embeddings to search (yet, or while it is being re-planned)."""

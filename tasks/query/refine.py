@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, get_args
 from promptlake.settings import LLMChoice, Settings
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import Filters, Hit, StoreError
-from promptlake.tasks.clip.encoder import get_encoder
+from promptlake.tasks.clip.encoder import Namespace, get_encoder
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.query.llm import ChatClient, ChatConfig, LLMError
 from promptlake.tasks.query.phrases import TokenBudget, split_phrases
@@ -210,9 +210,24 @@ def chat_config(settings: Settings) -> ChatConfig:
     )
 
 
-def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResult:
-    """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them. An
-    image carrying its generation prompt lends that prompt as the idea when none is given."""
+@dataclass
+class Retrieved:
+    """A refine's first half, done with the store: the idea and its neighbours, and who writes
+    the variants (which, with an LLM, may take a minute without the store)."""
+
+    req: RefineRequest
+    idea: str
+    hits: list[Hit]
+    exact: ImageMeta | None
+    refiner: Refiner
+    budget: TokenBudget
+
+
+def retrieve(
+    req: RefineRequest, data: DataDir, settings: Settings, *, namespace: Namespace | None = None
+) -> Retrieved:
+    """Retrieve the ``k`` nearest prompts to the idea (and/or image). An image carrying its
+    generation prompt lends that prompt as the idea when none is given."""
     req.validate()
     query = SearchRequest(image=req.image, k=req.k, filters=req.filters, log=req.log)
     exact = read_metadata(query.image_bytes(settings)) if req.image else None  # read once
@@ -221,11 +236,21 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     budget = TokenBudget.of(enc.tokenizer, enc.info.max_tokens)
     refiner = make_refiner(req.llm, settings, budget)
-    hits = search(query, data, settings)
+    hits = search(query, data, settings, namespace=namespace)
     if not idea:  # an image alone: its nearest prompt's subject stands in for the idea
         idea = split_phrases(hits[0].prompt)[0] if hits else ""
     if not idea:
         raise StoreError("the store has no prompts near this image, and no idea was given")
-    texts = refiner.variants(idea, hits, req.n)
-    variants = [Variant(t, budget.count(t), drawn_from(t, hits)) for t in texts]
-    return RefineResult(idea, refiner.name, variants, hits, exact)
+    return Retrieved(req, idea, hits, exact, refiner, budget)
+
+
+def write(got: Retrieved) -> RefineResult:
+    """Write ``n`` variants of the idea from its neighbours (no store needed)."""
+    texts = got.refiner.variants(got.idea, got.hits, got.req.n)
+    variants = [Variant(t, got.budget.count(t), drawn_from(t, got.hits)) for t in texts]
+    return RefineResult(got.idea, got.refiner.name, variants, got.hits, got.exact)
+
+
+def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResult:
+    """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them."""
+    return write(retrieve(req, data, settings))

@@ -15,7 +15,13 @@ from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
 from promptlake.storage.store.hits import LoggedSearch
-from promptlake.tasks.clip.encoder import ClipEncoder, current_namespace, get_encoder
+from promptlake.tasks.clip.encoder import (
+    ClipEncoder,
+    ModelLoadError,
+    Namespace,
+    current_namespace,
+    get_encoder,
+)
 from promptlake.tasks.images.imaging import process_image
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.net.fetcher import Fetcher
@@ -62,7 +68,18 @@ def query_settings(settings: Settings) -> Settings:
     if "clip_model" in settings.model_fields_set:
         return settings
     found = vectors.current_namespace(DataDir(settings.data_dir))
-    return settings.model_copy(update={"clip_model": found[1]["model"]}) if found else settings
+    if not found:
+        return settings
+    model = found[1]["model"]
+    if len(str(found[1].get("revision"))) == 64 and not Path(model).is_dir():
+        # a local folder's fingerprint (a hub revision is a 40-hex commit), recorded by an
+        # ingest that wrote the folder as given: relative to where that ingest ran
+        raise ModelLoadError(
+            f"{settings.data_dir} was embedded with a local model recorded as {model!r}, which "
+            "is not a folder here (a relative path, from the folder that ingest ran in): pass "
+            "--model /path/to/that/folder (PROMPTLAKE_CLIP_MODEL); ingests record it absolute"
+        )
+    return settings.model_copy(update={"clip_model": model})
 
 
 def read_image(source: str, settings: Settings) -> bytes:
@@ -133,10 +150,15 @@ def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> li
     return (vec / (float((vec**2).sum()) ** 0.5)).tolist()
 
 
-def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
-    """Run and log one search against the store of ``data``."""
+def search(
+    req: SearchRequest, data: DataDir, settings: Settings, *, namespace: Namespace | None = None
+) -> list[Hit]:
+    """Run and log one search against the store of ``data``, with the vectors of
+    ``namespace`` (default: the data dir's current one, read from its files; a long-lived
+    caller passes the one it started with, so a re-plan clearing those files does not touch
+    it)."""
     req.validate()
-    ns, model = current_namespace(data, settings)
+    ns, model = namespace or current_namespace(data, settings)
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     if enc.info.namespace != ns:
         raise ModelMismatch(
