@@ -122,6 +122,8 @@ FETCH_FIXES = {
     "invalid_url": "these URLs cannot be fetched: fix the url column and ingest again",
     "timeout": "slow hosts: raise PROMPTLAKE_READ_TIMEOUT, then rerun with --retry-failed",
     "connection_error": "unreachable hosts: rerun with --retry-failed once they answer",
+    "dns_error": "host names did not resolve: check this machine's DNS, then rerun with "
+    "--retry-failed",
 }
 
 
