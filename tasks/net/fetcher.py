@@ -227,7 +227,9 @@ def _classify(exc: BaseException, code: int | None = None) -> _Failure:
         # refused: nothing listens there, a definite answer; unreachable networks are this
         # machine's trouble, counted like timeouts
         refused = isinstance(exc.__cause__ or exc.__context__, ConnectionRefusedError)
-        return _Failure("connection_error", text, code, retry=True, unreachable=True, refused=refused)
+        return _Failure(
+            "connection_error", text, code, retry=True, unreachable=True, refused=refused
+        )
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
         return _Failure("timeout", f"timed out: {text}", code, retry=True, unreachable=True)
     if isinstance(exc, (ProtocolError, SSLError, ConnectionError)):  # resets, cut bodies

@@ -8,10 +8,10 @@ get the retryable status ``host_down``. Unless one of those failures was a refus
 (nothing listens: definite), the host must also have been silent for ``quiet`` seconds (counted
 from the breaker's first use when it never answered): timeouts, resets, unreachable networks and
 names that did not resolve (``dns_error``: a resolver's blip fails every host at once) are also
-what a live host that stalls for a moment, or a busy machine, looks like. Every ``cooldown`` seconds one
-trial request goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an
-answer closes the breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of
-the hosts whose rows it retries (``host_down``, ``dns_error``).
+what a live host that stalls for a moment, or a busy machine, looks like. Every ``cooldown``
+seconds one trial request goes through (*half-open*; rows that come meanwhile are
+``host_down`` too); an answer closes the breaker, a failure keeps it open. ``--retry-failed``
+resets the breakers of the hosts whose rows it retries (``host_down``, ``dns_error``).
 """
 
 from __future__ import annotations
