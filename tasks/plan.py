@@ -79,6 +79,8 @@ def plan(
             )
         shard_size = old.shard_size
     if old and (old.source_sha256, old.limit) == (info.sha256, limit):
+        if old.generation:  # what a death right after the commit left behind
+            _collect_garbage(data, old.generation)
         return old
     manifest = _plan_generation(info, data, old, shard_size=shard_size, limit=limit)
     if forcing:
@@ -163,7 +165,7 @@ def _clear_attempt(data: DataDir, gen: int, first: int) -> None:
 def _collect_garbage(data: DataDir, gen: int) -> None:
     """After generation ``gen``'s commit: earlier generations' files and the scratch file."""
     folders = data.generation_dir(gen).parent
-    for path in sorted(folders.iterdir()):
+    for path in sorted(folders.iterdir() if folders.exists() else []):
         if path.name.isdigit() and int(path.name) < gen:
             remove(path)
     for path in [*(data.plan_file(0, n) for n in ("index", "retired", "rejects")), data.staging]:
