@@ -18,7 +18,7 @@ from promptlake.storage.datadir.image_cache import CachedImage
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store.hits import Hit, NoEmbeddings, StoreBusy
 from promptlake.tasks.clip.encoder import Namespace, current_namespace, get_encoder
-from promptlake.tasks.images.thumbnails import cached_images
+from promptlake.tasks.images.thumbnails import cached_images, cached_records
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.query.refine import RefineRequest, retrieve, write
 from promptlake.tasks.query.search import SearchRequest, image_vectors, query_settings, search
@@ -185,8 +185,13 @@ class PageService:
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
         """Hits as JSON, each with a thumbnail when the cache holds the image of the very row
         version the store returned (its URL): never a changed row's old picture."""
-        cached = cached_images(self.data, [(h.id, h.url) for h in hits])
-        return [hit_json(h, cached[h.id].version if h.id in cached else None) for h in hits]
+        records = cached_records(self.data, [h.id for h in hits])  # small: no image bodies
+        out = []
+        for hit in hits:
+            rec = records.get(hit.id)
+            live = rec is not None and rec.ok and rec.url == hit.url
+            out.append(hit_json(hit, rec.version if rec and live else None))
+        return out
 
 
 def _blank_jpeg() -> bytes:

@@ -81,9 +81,8 @@ class CachedImage:
 
     @property
     def version(self) -> str:
-        """Names this version of the row's image (its source bytes' hash): what a link to it
-        carries, so a browser never shows a changed row's old picture from its own cache."""
-        return self.record.sha256[:16] or hashlib.blake2b(self.body, digest_size=8).hexdigest()
+        """The record's version, or the stored bytes' hash for a record without one."""
+        return self.record.version or hashlib.blake2b(self.body, digest_size=8).hexdigest()
 
 
 class ImageCache:

@@ -149,6 +149,12 @@ class FetchRecord:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def version(self) -> str:
+        """Names this version of the row's image (its source bytes' hash): what a link to the
+        cached picture carries, so a browser never shows a changed row's old one."""
+        return self.sha256[:16]
+
     def to_dict(self) -> dict[str, Any]:
         # flat fields: a plain copy, several times cheaper than dataclasses.asdict per image
         return dict(self.__dict__)

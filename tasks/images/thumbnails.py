@@ -19,6 +19,7 @@ from PIL import Image
 from promptlake.settings import Settings
 from promptlake.storage.datadir.image_cache import CachedImage, ImageCache
 from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.records import FetchRecord
 
 INLINE_PX = 96  # longest side of an inline thumbnail: ~3 KB each keeps artifacts small
 INLINE_QUALITY = 60
@@ -41,6 +42,14 @@ def cached_images(
     if not data.image_cache.exists():  # do not create a cache just to look into it
         return {}
     return ImageCache.open(data.image_cache).images_for([(i, u) for i, u in wanted if i])
+
+
+def cached_records(data: DataDir, ids: Iterable[str]) -> dict[str, FetchRecord]:
+    """The fetch records (status, stored and original size) of the ids that have one: what a
+    page needs to show an image, without reading the images."""
+    if not data.image_cache.exists():
+        return {}
+    return ImageCache.open(data.image_cache).records([i for i in ids if i])
 
 
 def small_jpeg(body: bytes, size: int = INLINE_PX, quality: int = INLINE_QUALITY) -> bytes:
