@@ -36,7 +36,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     preflight.check_source(params.source)
     settings = params.settings()
     if params.runs("embed"):
-        preflight.check_model(settings.clip_model)
+        preflight.check_model(args.model or settings.clip_model)  # named as the user typed it
 
     def body() -> int:
         from promptlake.flows.ingest import ingest
