@@ -116,10 +116,11 @@ def main() -> None:
         tb, _ = timed(baseline_text, base_model, proc, prompts, device)
         tp, (_, cut) = timed(enc.encode_text, prompts, args.text_batch)
         ib, _ = timed(baseline_images, base_model, proc, cache, ids, device)
-        ip, _ = timed(lambda: embed_images(enc, cache, ids, s, progress=False, shard="b"))
+        pairs = [(rid, "") for rid in ids]  # fill_cache's records have no URL
+        ip, _ = timed(lambda: embed_images(enc, cache, pairs, s, progress=False, shard="b"))
         if exact is not None:  # the same pipeline at the baseline's precision, for honesty
             tx, _ = timed(exact.encode_text, prompts, args.text_batch)
-            ix, _ = timed(lambda: embed_images(exact, cache, ids, s, progress=False, shard="x"))
+            ix, _ = timed(lambda: embed_images(exact, cache, pairs, s, progress=False, shard="x"))
         n_p, n_i = len(prompts), len(ids)
         lengths = [len(x) for x in enc.tokenize(prompts)[0]]
         print(

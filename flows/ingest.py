@@ -159,7 +159,7 @@ def check_rows(plan: PlanManifest, source: SourceInfo) -> None:
     why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(plan.rejects_by_reason.items()))
     raise NoValidRows(
         f"{name}: 0 valid rows of {plan.rows_total:,} — rejected: {why}; each rejected row and "
-        "its reason is in plan/rejects.parquet of the data dir"
+        f"its reason is in plan/generations/{plan.generation:05d}/rejects.parquet of the data dir"
     )
 
 

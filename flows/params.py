@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptlake.settings import LLMChoice, Settings, get_settings
+from promptlake.settings import LLMChoice, Settings, get_settings, local_model_path
 from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.datadir.records import STAGES
 from promptlake.storage.store import Filters
@@ -79,6 +79,13 @@ class FlowParams(BaseModel):
                 "of the process that runs the flow"
             )
         return url
+
+    @field_validator("clip_model", check_fields=False)
+    @classmethod
+    def _model_path(cls, name: str | None) -> str | None:
+        """A local model folder travels as its absolute path (into ``state/ingest.json`` too),
+        resolved by the process that validates the parameters: the one that runs the flow."""
+        return local_model_path(name) if name else name
 
 
 class IngestParams(FlowParams):

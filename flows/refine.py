@@ -58,7 +58,7 @@ def refine_flow(params: RefineParams) -> dict:
         }
         for i, v in enumerate(result.variants, 1)
     ]
-    thumbs = thumbnails([h.id for h in result.sources], settings)
+    thumbs = thumbnails([(h.id, h.url) for h in result.sources], settings)
     publish("refine-results", "refine", refine_markdown(result, thumbs), rows, result.idea)
     create_table_artifact(
         hits_rows(result.sources), key="refine-neighbours", description="neighbours drawn from"

@@ -26,6 +26,6 @@ def search_flow(params: SearchParams) -> list[dict]:
     lines = [f"**{query}** → {params.target}, k={req.k}", ""]
     if hits and hits[0].origin.startswith("metadata:"):
         lines.insert(1, f"exact prompt from the image's {hits[0].origin[9:]} metadata")
-    table = hits_markdown(hits, thumbnails([h.id for h in hits], settings))
+    table = hits_markdown(hits, thumbnails([(h.id, h.url) for h in hits], settings))
     publish("search-results", "search", lines + table, hits_rows(hits), query)
     return [asdict(h) for h in hits]

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if not args.verbose and args.command in ("search", "refine", "status"):
+    if not args.verbose and args.command in ("search", "refine", "status", "ui"):
         terminal.quiet_libraries()  # flow commands keep theirs, in their log
     try:
         code = HANDLERS[args.command](args)

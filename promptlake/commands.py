@@ -37,7 +37,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = params.settings()
     preflight.check_disk(settings)
     if params.runs("embed"):
-        preflight.check_model(settings.clip_model)
+        preflight.check_model(args.model or settings.clip_model)  # named as the user typed it
 
     def body() -> int:
         from promptlake.flows.ingest import ingest

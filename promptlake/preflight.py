@@ -10,11 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from promptlake.settings import Settings
+from promptlake.settings import HUB_NAME, Settings
 from promptlake.storage.datadir.layout import DataDir
 
-# hub model names: "name" or "owner/name"; anything else that does not exist is a mistyped path
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # flags whose name is not the field's (the rest are --field-name)
 FLAGS = {
     "clip_model": "--model",
@@ -119,7 +117,7 @@ def check_model(name: str) -> None:
                 "save_pretrained() or a Hugging Face model name"
             )
         return
-    if not _HUB_NAME.match(name) or path.exists():
+    if not HUB_NAME.match(name) or path.exists():
         raise InputError(
             f"--model {name}: no such model folder (nor a Hugging Face model name like "
             "openai/clip-vit-base-patch32); set --model or PROMPTLAKE_CLIP_MODEL to a folder "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # which refiner writes a refine's variants: offline (drawn from the neighbours), openai (the
@@ -182,12 +183,24 @@ class Settings(BaseSettings):
     ui_store_wait: float = Field(
         3.0, ge=0, le=600, description="Seconds a page request waits for the store's turn."
     )
+    ui_refine_slots: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Refines the search page lets wait on the LLM at once (searches never wait "
+        "for them); one more answers 503.",
+    )
     ui_max_upload_bytes: int = Field(
         10 * 2**20, gt=0, description="Largest image the search page accepts."
     )
     ui_max_upload_pixels: int = Field(
         40_000_000, gt=0, description="Largest image, in pixels, the search page decodes."
     )
+
+    @field_validator("clip_model")
+    @classmethod
+    def _model_path(cls, name: str) -> str:
+        return local_model_path(name)
 
     def store_wait_for(self, *, interactive: bool) -> float:
         """How long to wait for the embedded store: PROMPTLAKE_STORE_WAIT, else 30 s where a
@@ -201,6 +214,17 @@ class Settings(BaseSettings):
 def min_free_bytes(settings: Settings) -> int:
     """The free-space floor of every write, in bytes."""
     return int(settings.min_free_mb * (1 << 20))
+
+
+# hub model names: "name" or "owner/name"; anything else is a local path
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def local_model_path(name: str) -> str:
+    """A model name as it is recorded and passed on: a local folder (``save_pretrained``) as
+    its absolute path, so another process in another folder finds it; a hub name unchanged."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
 
 
 def store_url(settings: Settings) -> str:

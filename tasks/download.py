@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,9 +12,10 @@ import requests
 from prefect import task
 from prefect.states import State
 
-from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.datadir.records import REQUIRED_COLUMNS, SourceInfo
 from promptlake.tasks.net.backoff import TRANSIENT_STATUSES
+from promptlake.tasks.source.remote import fetch_http
 from promptlake.tasks.source.rows import column_names, missing_columns
 from promptlake.tasks.source.sourcefile import FORMATS, DownloadError, detect_format
 
@@ -74,36 +74,11 @@ def _describe(source: str, path: Path, data: DataDir) -> SourceInfo:
 
 
 def _from_http(url: str, data: DataDir, *, timeout: float) -> Path:
-    """Stream ``url`` to ``source/<name>``, resuming a partial download with a Range request."""
+    """``url`` streamed to ``source/<name>``, checked again on every run (a conditional GET) and
+    resumed only when the server promises the same version (``tasks/source/remote.py``)."""
     name = Path(urlparse(url).path).name or "dataset.csv"
     detect_format(name)
-    target = data.source_dir / name
-    old = read_json(data.source_info) if data.source_info.exists() else {}
-    if target.exists() and old.get("source") == url:
-        return target
-    part = target.with_name(target.name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
-            if resp.status_code == 416:  # nothing left to send: the part is complete
-                resp.close()
-            else:
-                resp.raise_for_status()
-                mode = "ab" if resp.status_code == 206 else "wb"
-                with open(part, mode) as fh:
-                    for block in resp.iter_content(1 << 16):
-                        fh.write(block)
-    except requests.RequestException as exc:
-        raise DownloadError(
-            f"download of {url} failed ({exc}); run the same command again to resume "
-            f"from {part.stat().st_size if part.exists() else 0} bytes",
-            transient=True,
-        ) from exc
-    with atomic_path(target) as tmp:
-        os.replace(part, tmp)
-    return target
+    return fetch_http(url, data.source_dir / name, timeout=timeout)
 
 
 def _from_directory(folder: Path, data: DataDir) -> Path:

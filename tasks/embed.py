@@ -76,14 +76,15 @@ def run_shard(
     text_s = time.perf_counter() - start
     stop.check()  # Ctrl-C with shards in threads: the shard's files are written whole or not
     write_vectors(data.vectors(ns, "text", shard), rows["id"], text)
-    status = read_status(data, shard).select(["id", "status"]).to_pydict()
-    ok_ids = [i for i, s in zip(status["id"], status["status"], strict=True) if s == "ok"]
+    status = read_status(data, shard).select(["id", "url", "status"]).to_pydict()
+    fetched = zip(status["id"], status["url"], status["status"], strict=True)
+    ok = [(i, url) for i, url, s in fetched if s == "ok"]
     cache = ImageCache.open(data.image_cache)
-    ids, vecs, broken = embed_images(enc, cache, ok_ids, settings, progress=progress, shard=shard)
+    ids, vecs, broken = embed_images(enc, cache, ok, settings, progress=progress, shard=shard)
     cache.release()  # a worker keeps none of the pages it read: flat memory, shard after shard
     write_vectors(data.vectors(ns, "image", shard), ids, vecs)
     n = len(rows["id"])
-    counts = {"text": n, "image": len(ids), "no_image": n - len(ok_ids), "image_error": broken}
+    counts = {"text": n, "image": len(ids), "no_image": n - len(ok), "image_error": broken}
     stats = ShardStats(
         STAGE,
         shard,
@@ -115,9 +116,17 @@ def _model_record(enc: ClipEncoder) -> dict[str, object]:
 
 
 def embed_images(
-    enc: ClipEncoder, cache: ImageCache, ids: list[str], s: Settings, *, progress: bool, shard: str
+    enc: ClipEncoder,
+    cache: ImageCache,
+    ids: list[tuple[str, str]],
+    s: Settings,
+    *,
+    progress: bool,
+    shard: str,
 ) -> tuple[list[str], np.ndarray, int]:
-    """Vectors of cached images; decoding runs in threads, ahead of the model."""
+    """Vectors of the cached images of ``(id, url)`` pairs; decoding runs in threads, ahead of
+    the model. An image that does not decode, or a cache entry of another URL (another version
+    of the row: never embedded as this one's), is counted, not embedded."""
     done_ids: list[str] = []
     parts: list[np.ndarray] = []
     broken = 0
@@ -136,7 +145,11 @@ def embed_images(
 
 
 def _prepared(
-    pool: ThreadPoolExecutor, enc: ClipEncoder, cache: ImageCache, ids: list[str], s: Settings
+    pool: ThreadPoolExecutor,
+    enc: ClipEncoder,
+    cache: ImageCache,
+    ids: list[tuple[str, str]],
+    s: Settings,
 ) -> Iterator[tuple[list[str], np.ndarray, int]]:
     """Batches of (ids, uint8 crops, unreadable count), at most ``decode_workers + 1`` ahead."""
     chunks = deque(ids[i : i + s.image_batch] for i in range(0, len(ids), s.image_batch))
@@ -148,13 +161,13 @@ def _prepared(
 
 
 def _decode_chunk(
-    enc: ClipEncoder, cache: ImageCache, chunk: list[str]
+    enc: ClipEncoder, cache: ImageCache, chunk: list[tuple[str, str]]
 ) -> tuple[list[str], np.ndarray, int]:
-    blobs = cache.images(chunk)
+    blobs = cache.images_for(chunk)
     good, crops = [], []
-    for rid in chunk:
+    for rid, _ in chunk:
         try:
-            crops.append(enc.prepare_image(blobs[rid]))
+            crops.append(enc.prepare_image(blobs[rid].body))
             good.append(rid)
         except (KeyError, OSError, ValueError):
             continue  # a cached image that does not decode: counted, not fatal

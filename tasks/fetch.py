@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 from tqdm.auto import tqdm
@@ -21,8 +22,9 @@ from tqdm.auto import tqdm
 from promptlake.settings import Settings
 from promptlake.storage.datadir import diskspace
 from promptlake.storage.datadir.image_cache import ImageCache
-from promptlake.storage.datadir.layout import DataDir, atomic_path
+from promptlake.storage.datadir.layout import DataDir, atomic_path, remove
 from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.planfiles import read_retired
 from promptlake.storage.datadir.records import FETCH_FIXES, PERMANENT_FETCH, FetchRecord, ShardStats
 from promptlake.tasks.images.cached import damaged
 from promptlake.tasks.images.imaging import ImageProblem, process_image
@@ -33,6 +35,7 @@ from promptlake.tasks.runtime import stop
 from promptlake.tasks.runtime.disk import check_space, not_retried
 
 STAGE = "fetch"
+RESET_ON_RETRY = frozenset({"host_down", "dns_error"})  # statuses whose hosts a retry trusts again
 STOP_POLL = 0.5  # seconds between looks at a stop request while rows are in flight
 STATUS_SCHEMA = pa.schema(
     [
@@ -157,7 +160,7 @@ def run_shard(
     if finished is not None and not (force or retry_failed):
         return finished
     start = time.perf_counter()
-    rows = read_shard(data, shard).select(["id", "url"]).to_pylist()
+    rows = live_rows(data, shard)
     cache = ImageCache.open(data.image_cache, settings.lmdb_map_size)
     known = {} if force else cache.records(r["id"] for r in rows)
     broken = damaged(cache, known) if retry_failed else set()
@@ -166,10 +169,14 @@ def run_shard(
         for r in rows
         if r["id"] in broken or _wanted(known.get(r["id"]), r, retry_failed)
     ]
+    if finished is not None:
+        if not todo:  # nothing to fetch again: the shard and the stages after it stay as they are
+            return finished
+        redo_later_stages(data, shard)  # the rows it fetches again change what embed and load see
     need = len(todo) * diskspace.IMAGE_BYTES + len(rows) * diskspace.STATUS_BYTES
     check_space(data, settings, need=need, what=f"fetch shard {shard}")
     if retry_failed:  # a deliberate retry gives hosts marked down a fresh start
-        reset(host_key(rec.url) for rec in known.values() if rec.status == "host_down")
+        reset(host_key(rec.url) for rec in known.values() if rec.status in RESET_ON_RETRY)
     fetcher = Fetcher(settings)
     bar = tqdm(
         total=len(todo), desc=f"fetch {shard}", unit="img", leave=False, disable=not progress
@@ -193,6 +200,27 @@ def run_shard(
     stats.extra["fetched"] = len(todo)
     markers.write(stats, outputs=[data.fetch_status(shard)], inputs=[data.shard_file(shard)])
     return stats
+
+
+def live_rows(data: DataDir, shard: str) -> list[dict]:
+    """The shard's rows that no later plan retired (id and URL): the only ones fetched, so a
+    changed row's old URL never replaces its live image in the cache, and a removed row is
+    never requested again."""
+    rows = read_shard(data, shard).select(["id", "url"])
+    retired = read_retired(data, shard)["id"].combine_chunks()
+    if len(retired):
+        rows = rows.filter(pc.invert(pc.is_in(rows["id"], value_set=retired)))
+    return rows.to_pylist()
+
+
+def redo_later_stages(data: DataDir, shard: str) -> None:
+    """Before fetching rows of a finished shard again: remove its load and embed markers, then
+    its own, so that whatever dies when, the rerun fetches what is missing, writes the status
+    anew, and embeds and loads the shard again with it."""
+    later = [Markers(data, "load").path(shard)]
+    later += sorted(data.state_dir("embed").glob(f"*/{shard}.json"))
+    for path in [*later, Markers(data, STAGE).path(shard)]:
+        remove(path)
 
 
 def _wanted(rec: FetchRecord | None, row: dict, retry_failed: bool) -> bool:
@@ -224,9 +252,11 @@ def _finish(
 ) -> ShardStats:
     """Write the shard's status file from the cache, in shard order, then sync the cache."""
     records = cache.records(r["id"] for r in rows)
-    missing = [r["id"] for r in rows if r["id"] not in records]
+    missing = [r["id"] for r in rows if getattr(records.get(r["id"]), "url", None) != r["url"]]
     if missing:
-        raise RuntimeError(f"fetch {shard}: {len(missing)} rows have no record, e.g. {missing[0]}")
+        raise RuntimeError(
+            f"fetch {shard}: {len(missing)} rows have no record of their URL, e.g. {missing[0]}"
+        )
     ordered = [records[r["id"]].to_dict() for r in rows]
     with atomic_path(data.fetch_status(shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(ordered, schema=STATUS_SCHEMA), tmp)

@@ -13,7 +13,12 @@ from promptlake.settings import Settings, store_url
 from promptlake.storage.datadir.image_cache import ImageCache
 from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.datadir.markers import Markers
-from promptlake.storage.datadir.planfiles import GENERATION_COLUMNS, read_retired
+from promptlake.storage.datadir.planfiles import (
+    GENERATION_COLUMNS,
+    committed,
+    read_index,
+    read_retired,
+)
 from promptlake.storage.datadir.records import ShardStats
 from promptlake.storage.datadir.vectors import ModelMismatch, list_column, read_vectors
 from promptlake.storage.store.urls import parse_store_url, redact_url
@@ -38,11 +43,10 @@ def run_shard(shard: str, data: DataDir, settings: Settings, *, force: bool = Fa
         raise RuntimeError(f"load {shard}: not embedded with {ns} yet; run embed first")
     start = time.perf_counter()
     prompts = _prompt_rows(data, shard, ns)  # read before the turn: hold the store briefly
-    images = _image_rows(data, shard, ns, prompts)
     retired = read_retired(data, shard)["id"].combine_chunks()
     if len(retired):  # rows a later plan changed or removed: their current copies live elsewhere
         prompts = prompts.filter(pc.invert(pc.is_in(prompts["id"], value_set=retired)))
-        images = images.filter(pc.invert(pc.is_in(images["id"], value_set=retired)))
+    images = _image_rows(data, shard, ns, prompts)
     with store_turn(settings, f"load shard {shard}") as store:
         store.ensure_schema(ns, int(model["dim"]))
         store.load_shard("prompts", shard, prompts)
@@ -95,10 +99,13 @@ def _prompt_rows(data: DataDir, shard: str, ns: str) -> pa.Table:
 
 
 def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Table:
+    """The image rows of the shard's live ``prompts`` that have an image vector."""
     ids, vecs = read_vectors(data.vectors(ns, "image", shard))
+    index = {rid: k for k, rid in enumerate(prompts["id"].to_pylist())}
+    keep = [k for k, rid in enumerate(ids) if rid in index]  # retired rows have no image row
+    ids, vecs = [ids[k] for k in keep], vecs[keep]
     status = read_status(data, shard).select(["id", "orig_width", "orig_height"]).to_pydict()
     size = {i: (w or 0, h or 0) for i, w, h in zip(*status.values(), strict=True)}
-    index = {rid: k for k, rid in enumerate(prompts["id"].to_pylist())}
     picked = prompts.take(pa.array([index[i] for i in ids], pa.int64()))
     kept = ("id", "prompt", "url", "source_site", *GENERATION_COLUMNS, "origin", "shard", "model")
     columns = {c: picked[c] for c in kept}
@@ -115,22 +122,33 @@ def _image_rows(data: DataDir, shard: str, ns: str, prompts: pa.Table) -> pa.Tab
 def reconcile(data: DataDir, settings: Settings, shards: list[str]) -> dict[str, int]:
     """Make the store and the image cache hold what the plan holds: drop dataset rows under
     shard names the plan lacks (a forced re-plan) and rows later plans retired, and the cached
-    images of rows the source no longer has. Retired rows are applied once (an offset kept in
-    ``state/reconciled.json``); returns what went, per table and from the cache."""
-    retired = read_retired(data)
-    marker = data.reconciled
-    done = read_json(marker)["retired_applied"] if marker.exists() else 0
-    todo = retired.slice(done)
+    images of rows the source no longer has (unless a later generation brought them back).
+    Progress is the last generation applied (``state/reconciled.json``; a forced re-plan
+    removes it): every step is a delete, so a rerun after a death anywhere applies the same
+    generations again harmlessly. Returns what went, per table and from the cache."""
+    plan = committed(data)
+    through = len(plan.generations) if plan else 0
+    retired = read_retired(data, manifest=plan)
+    todo = retired.filter(pc.greater(retired["generation"], _reconciled_through(data)))
     pairs = list(zip(todo["shard"].to_pylist(), todo["id"].to_pylist(), strict=True))
     with store_turn(settings, "reconcile with the plan") as store:
         out = {
             name: store.drop_dataset_rows(name, keep_shards=shards, retired=pairs)
             for name in ("prompts", "images")
         }
-    removed = todo.filter(pc.equal(todo["reason"], "removed"))["id"].to_pylist()
-    out["cache"] = ImageCache.open(data.image_cache, settings.lmdb_map_size).delete(removed)
-    write_json(marker, {"retired_applied": retired.num_rows})
+    removed = todo.filter(pc.equal(todo["reason"], "removed"))["id"]
+    live = read_index(data, plan)["id"]
+    gone = pc.filter(removed, pc.invert(pc.is_in(removed, value_set=live))).to_pylist()
+    out["cache"] = ImageCache.open(data.image_cache, settings.lmdb_map_size).delete(gone)
+    write_json(data.reconciled, {"generation": through})
     return out
+
+
+def _reconciled_through(data: DataDir) -> int:
+    """The last plan generation reconcile applied (0: none, or a record of the older kind, a
+    row offset: applying everything again only repeats deletes)."""
+    path = data.reconciled
+    return int(read_json(path).get("generation", 0)) if path.exists() else 0
 
 
 @task(name=f"{STAGE}-reconcile")

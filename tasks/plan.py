@@ -9,12 +9,8 @@ duplicates and changes are found on 16-byte digests, not on Python sets of ids.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,48 +18,34 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from promptlake.storage.datadir import diskspace
-from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, write_json
+from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json, remove, write_json
 from promptlake.storage.datadir.planfiles import (
     INDEX_SCHEMA,
-    SHARD_SCHEMA,
-    add_retired,
+    RETIRED_SCHEMA,
+    committed,
     read_index,
     read_retired,
     read_shard,
-    write_index,
-    write_shard,
+    write_generation,
 )
 from promptlake.storage.datadir.records import (
-    REQUIRED_COLUMNS,
     PlanGeneration,
     PlanManifest,
     ShardRef,
     SourceInfo,
-    shard_name,
 )
-from promptlake.tasks.source.rows import PlanError, check_row, fingerprint, read_batches
+from promptlake.tasks.source.rows import PlanError, fingerprint
+from promptlake.tasks.source.staging import (
+    REJECT_SCHEMA,
+    Staged,
+    digest,
+    drop_duplicates,
+    stage,
+    write_shards,
+)
 
 __all__ = ["PlanError", "plan", "plan_task", "read_shard"]
 STAGE = "plan"
-STAGING_SCHEMA = SHARD_SCHEMA.append(pa.field("digest", pa.binary(16))).append(
-    pa.field("fingerprint", pa.binary(16))
-)
-REJECT_SCHEMA = pa.schema(
-    [("row_number", pa.int64()), ("reason", pa.string()), ("detail", pa.string())]
-    + [(c, pa.string()) for c in REQUIRED_COLUMNS]
-)
-
-
-def digest(rid: str) -> bytes:
-    return hashlib.blake2b(rid.encode(), digest_size=16).digest()
-
-
-@dataclass
-class _Staged:
-    """What reading the source found: rows read, reject reasons, and the staging file."""
-
-    total: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def plan(
@@ -78,17 +60,18 @@ def plan(
 ) -> PlanManifest:
     """Plan ``info`` into shards of ``shard_size``. The same source gives the same shards (the
     plan is reused); a changed source adds a generation of new shards for its new and changed
-    rows and retires the rows it no longer has. ``force`` re-plans from scratch. A data dir
-    keeps its shard size: a size the user did not give (``size_given=False``) yields to it, a
-    different one given is an error."""
+    rows and retires the rows it no longer has. ``force`` re-plans from scratch; a forced plan
+    that did not finish is finished by the next plan, forced or not. A data dir keeps its
+    shard size: a size the user did not give (``size_given=False``) yields to it, a different
+    one given is an error."""
     if shard_size < 1:
         raise PlanError(f"shard size must be >= 1, got {shard_size}")
     if limit is not None and limit < 1:
         raise PlanError(f"limit must be >= 1, got {limit}")
-    if force:  # the ingest record, the source and the image cache stay
-        for path in data.shard_work():
-            shutil.rmtree(path, ignore_errors=True)
-    old = PlanManifest.from_dict(read_json(data.manifest)) if data.manifest.exists() else None
+    forcing = force or data.force_intent.exists()
+    if forcing:
+        shard_size = _clear_for_force(data, shard_size if force else None)
+    old = committed(data)
     if old and old.shard_size != shard_size:
         if size_given:
             raise PlanError(
@@ -98,22 +81,50 @@ def plan(
             )
         shard_size = old.shard_size
     if old and (old.source_sha256, old.limit) == (info.sha256, limit):
+        if old.generation:  # what a death right after the commit left behind
+            _collect_garbage(data, old.generation)
         return old
     # staging, shards, index and rejects together stay under the source's size
     diskspace.check(data.root, need=info.size, floor=min_free, what="the plan", data_root=data.root)
-    return _plan_generation(info, data, old, shard_size=shard_size, limit=limit)
+    manifest = _plan_generation(info, data, old, shard_size=shard_size, limit=limit)
+    if forcing:
+        remove(data.force_intent)
+    return manifest
+
+
+def _clear_for_force(data: DataDir, shard_size: int | None) -> int:
+    """Record the intent of a forced re-plan (with its shard size), then clear every stage's
+    work: a death anywhere in between leaves the intent, which the next plan finishes. The
+    ingest record, the source, the image cache and the store stay (the store keeps serving its
+    rows until the new shards replace them). Returns the shard size to plan with."""
+    if shard_size is None:
+        shard_size = int(read_json(data.force_intent)["shard_size"])
+    else:
+        write_json(data.force_intent, {"shard_size": shard_size, "at": time.time()})
+    for path in data.shard_work():
+        remove(path)
+    return shard_size
 
 
 def _plan_generation(
     info: SourceInfo, data: DataDir, old: PlanManifest | None, *, shard_size: int, limit: int | None
 ) -> PlanManifest:
+    """Write generation ``g`` whole — its new shard files, then its rejects, retired rows and
+    row index in ``plan/generations/<g>/`` — and commit it by renaming the manifest into
+    place. Until that rename the previous generation is the plan; a rerun after a death writes
+    the same generation again, identically."""
     gen = len(old.generations) + 1 if old else 1
-    with atomic_path(data.rejects) as tmp, pq.ParquetWriter(tmp, REJECT_SCHEMA) as rejects:
-        staged = _stage(info, data, rejects, limit)
-        winners = _drop_duplicates(data, rejects, staged)
-    new, changed, removed, unchanged = _diff(winners, read_index(data))
     first = int(old.shards[-1].name) + 1 if old and old.shards else 0
-    shards, placed = _write_shards(data, new["row_number"].combine_chunks(), shard_size, first)
+    _clear_attempt(data, gen, first)
+    previous = _previous_index(data, old)
+    with (
+        atomic_path(data.plan_file(gen, "rejects")) as tmp,
+        pq.ParquetWriter(tmp, REJECT_SCHEMA) as rejects,
+    ):
+        staged = stage(info, data, rejects, limit)
+        winners = drop_duplicates(data, rejects, staged)
+    new, changed, removed, unchanged = _diff(winners, previous)
+    shards, placed = write_shards(data, new["row_number"].combine_chunks(), shard_size, first)
     gone = pa.concat_tables(
         [
             changed.select(["old_shard", "old_id"]).rename_columns(["shard", "id"]),
@@ -122,10 +133,11 @@ def _plan_generation(
     )
     reasons = ["changed"] * changed.num_rows + ["removed"] * removed.num_rows
     gone = gone.append_column("generation", pa.array([gen] * gone.num_rows, pa.int32()))
-    add_retired(data, gone.append_column("reason", pa.array(reasons, pa.string())))
-    write_index(data, pa.concat_tables([unchanged, placed]))
-    data.staging.unlink(missing_ok=True)
-    manifest = _manifest(info, data, old, staged, shards, shard_size=shard_size, limit=limit)
+    gone = gone.append_column("reason", pa.array(reasons, pa.string()))
+    retired = pa.concat_tables([read_retired(data, manifest=old), gone.cast(RETIRED_SCHEMA)])
+    write_generation(data, gen, index=pa.concat_tables([unchanged, placed]), retired=retired)
+    manifest = _manifest(info, old, staged, shards, retired, shard_size=shard_size, limit=limit)
+    manifest.generation = gen
     manifest.generations.append(
         PlanGeneration(
             number=gen,
@@ -139,78 +151,50 @@ def _plan_generation(
             shards=[s.name for s in shards],
         )
     )
-    write_json(data.manifest, manifest.to_dict())
+    write_json(data.manifest, manifest.to_dict())  # the commit
+    _collect_garbage(data, gen)
     return manifest
 
 
-def _stage(info: SourceInfo, data: DataDir, rejects: pq.ParquetWriter, limit: int | None):
-    """Pass 1: every row checked; the valid ones, with their digests, into the staging file."""
-    staged = _Staged()
-    bad: list[dict] = []
-
-    def malformed(line: int | None, text: str) -> None:
-        staged.reasons["malformed_row"] += 1
-        detail = f"line {line}: {text[:300]}" if line else text[:300]
-        bad.append({"row_number": None, "reason": "malformed_row", "detail": detail})
-
-    def bad_encoding(line: int | None, detail: str, values: dict[str, str | None]) -> None:
-        staged.reasons["bad_encoding"] += 1
-        bad.append({"row_number": None, "reason": "bad_encoding", "detail": detail})
-        bad[-1].update({c: values.get(c) for c in REQUIRED_COLUMNS})
-
-    columns, batches = read_batches(Path(info.path), info.fmt, malformed, bad_encoding)
-    data.staging.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(data.staging, STAGING_SCHEMA) as out:
-        for batch in batches:
-            good = []
-            for rec in batch.to_pylist():
-                if limit is not None and staged.total >= limit:
-                    break
-                row, reason, detail = check_row(rec, columns)
-                if row is None:
-                    staged.reasons[reason] += 1
-                    keep = {c: rec[c] for c in REQUIRED_COLUMNS}
-                    bad.append({"row_number": staged.total, "reason": reason, "detail": detail})
-                    bad[-1].update(keep)
-                else:
-                    row.update(digest=digest(row["id"]), fingerprint=fingerprint(row))
-                    good.append({"row_number": staged.total, **row})
-                staged.total += 1
-            out.write_table(pa.Table.from_pylist(good, schema=STAGING_SCHEMA))
-            rejects.write_table(pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
-            bad.clear()
-            if limit is not None and staged.total >= limit:
-                break
-    return staged
+def _clear_attempt(data: DataDir, gen: int, first: int) -> None:
+    """Leftovers of a plan of generation ``gen`` that died before its commit: its folder, shard
+    files the manifest never named (no stage ever ran on them) and half-written files."""
+    remove(data.generation_dir(gen))
+    files = data.shards_dir.glob("*.parquet")
+    names = [p for p in files if p.stem.isdigit() and int(p.stem) >= first]
+    for path in [*names, *data.plan_dir.glob("**/.*.tmp"), data.staging]:
+        remove(path)
 
 
-def _drop_duplicates(data: DataDir, rejects: pq.ParquetWriter, staged: _Staged) -> pa.Table:
-    """Pass 2: the first row of each id wins; later ones become ``duplicate_id`` rejects.
-    Returns the winners' (row_number, digest, fingerprint)."""
-    t = pq.read_table(data.staging, columns=["row_number", "digest", "fingerprint"])
-    if not t.num_rows:
-        return t
-    order = pc.sort_indices(t, sort_keys=[("digest", "ascending"), ("row_number", "ascending")])
-    digests = t["digest"].take(order)
-    repeat = pc.equal(digests.slice(1), digests.slice(0, len(digests) - 1))
-    is_dup = pa.concat_arrays([pa.array([False]), repeat.combine_chunks()])
-    dups = pc.filter(t["row_number"].take(order), is_dup).combine_chunks()
-    if len(dups):
-        staged.reasons["duplicate_id"] += len(dups)
-        for batch in pq.ParquetFile(data.staging).iter_batches(batch_size=65536):
-            hit = batch.filter(pc.is_in(batch["row_number"], value_set=dups))
-            rejects.write_table(_duplicate_rejects(hit))
-    return t.filter(pc.invert(pc.is_in(t["row_number"], value_set=dups)))
+def _collect_garbage(data: DataDir, gen: int) -> None:
+    """After generation ``gen``'s commit: earlier generations' files and the scratch file."""
+    folders = data.generation_dir(gen).parent
+    for path in sorted(folders.iterdir() if folders.exists() else []):
+        if path.name.isdigit() and int(path.name) < gen:
+            remove(path)
+    for path in [*(data.plan_file(0, n) for n in ("index", "retired", "rejects")), data.staging]:
+        remove(path)
 
 
-def _duplicate_rejects(rows: pa.RecordBatch) -> pa.Table:
-    out = []
-    for r in rows.to_pylist():
-        detail = f"id {r['id']!r} appeared earlier; the first one is kept"
-        values = {c: None if r[c] is None else str(r[c]) for c in REQUIRED_COLUMNS}
-        out.append({"row_number": r["row_number"], "reason": "duplicate_id", "detail": detail})
-        out[-1].update(values)
-    return pa.Table.from_pylist(out, schema=REJECT_SCHEMA)
+def _previous_index(data: DataDir, old: PlanManifest | None) -> pa.Table:
+    """The committed plan's row index. A plan made before generations had folders may have
+    written an index naming shards its manifest never did (it died before the manifest): that
+    index is rebuilt from the manifest's shard files, minus their retired rows."""
+    index = read_index(data, old)
+    if old is None or old.generation or not index.num_rows:
+        return index
+    known = {s.name for s in old.shards}
+    if set(pc.unique(index["shard"]).to_pylist()) <= known:
+        return index
+    retired = read_retired(data, manifest=old)
+    gone = set(zip(retired["shard"].to_pylist(), retired["id"].to_pylist(), strict=True))
+    live: dict[str, dict] = {}
+    for ref in old.shards:  # a later shard's copy of an id is the newer one
+        for row in read_shard(data, ref.name).to_pylist():
+            if (ref.name, row["id"]) not in gone:
+                live[row["id"]] = {"shard": ref.name, **row}
+    rows = [{**r, "digest": digest(r["id"]), "fingerprint": fingerprint(r)} for r in live.values()]
+    return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
 
 
 def _diff(winners: pa.Table, index: pa.Table) -> tuple[pa.Table, ...]:
@@ -244,62 +228,17 @@ def _diff(winners: pa.Table, index: pa.Table) -> tuple[pa.Table, ...]:
     return new, changed, removed, unchanged
 
 
-def _write_shards(
-    data: DataDir, row_numbers: pa.Array, shard_size: int, first: int
-) -> tuple[list[ShardRef], pa.Table]:
-    """Pass 3: the chosen rows, in source order, into shards ``first``, ``first + 1``…; returns
-    the shards and the index rows (id, digest, fingerprint, shard) of what they hold."""
-    out = _ShardWriter(data, shard_size, first)
-    if len(row_numbers):
-        for batch in pq.ParquetFile(data.staging).iter_batches(batch_size=65536):
-            out.add(batch.filter(pc.is_in(batch["row_number"], value_set=row_numbers)))
-    out.close()
-    placed = pa.concat_tables(out.placed) if out.placed else INDEX_SCHEMA.empty_table()
-    return out.shards, placed
-
-
-class _ShardWriter:
-    """Cuts a stream of row batches into shard files of ``size`` rows (the last may be short)."""
-
-    def __init__(self, data: DataDir, size: int, first: int) -> None:
-        self.data, self.size, self.first = data, size, first
-        self.pending: list[pa.RecordBatch] = []
-        self.shards: list[ShardRef] = []
-        self.placed: list[pa.Table] = []
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        self.pending.append(batch)
-        while sum(b.num_rows for b in self.pending) >= self.size:
-            rows = pa.Table.from_batches(self.pending)
-            self._write(rows.slice(0, self.size))
-            self.pending = rows.slice(self.size).to_batches()
-
-    def close(self) -> None:
-        rows = pa.Table.from_batches(self.pending, schema=STAGING_SCHEMA)
-        if rows.num_rows:
-            self._write(rows)
-        self.pending = []
-
-    def _write(self, rows: pa.Table) -> None:
-        name = shard_name(self.first + len(self.shards))
-        write_shard(self.data, name, rows.select(SHARD_SCHEMA.names))
-        self.shards.append(ShardRef(name, rows.num_rows))
-        index = rows.select(["id", "digest", "fingerprint"])
-        self.placed.append(index.append_column("shard", pa.array([name] * rows.num_rows)))
-
-
 def _manifest(
     info: SourceInfo,
-    data: DataDir,
     old: PlanManifest | None,
-    staged: _Staged,
+    staged: Staged,
     new_shards: list[ShardRef],
+    retired: pa.Table,
     *,
     shard_size: int,
     limit: int | None,
 ) -> PlanManifest:
     """The plan as it now stands: every shard with its retired rows, the source's counts."""
-    retired = read_retired(data)
     per_shard = Counter(retired["shard"].to_pylist()) if retired.num_rows else Counter()
     shards = [ShardRef(s.name, s.rows, per_shard[s.name]) for s in (old.shards if old else [])]
     shards += new_shards

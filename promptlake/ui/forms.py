@@ -170,10 +170,11 @@ def check_image(body: bytes, settings: Settings) -> None:
         raise BadRequest(f"the image is {size}; {most} (PROMPTLAKE_UI_MAX_UPLOAD_PIXELS)", 413)
 
 
-def hit_json(hit: Hit, cached: set[str], record: FetchRecord | None = None) -> dict[str, Any]:
+def hit_json(hit: Hit, version: str | None, record: FetchRecord | None = None) -> dict[str, Any]:
     """One hit for the API: the store's fields (the distance as the store gave it, so a CLI
     asking the page prints what it would print itself), its thumbnail (when its image is
-    cached), ``image`` (the cached copy's size, or why there is none: its fetch record) and
+    cached: ``version`` names the cached picture, so the link changes when the row's image
+    does), ``image`` (the cached copy's size, or why there is none: its fetch record) and
     ``extra`` (lineage, generation settings: whatever the store carries)."""
     return {
         "id": hit.id,
@@ -188,7 +189,7 @@ def hit_json(hit: Hit, cached: set[str], record: FetchRecord | None = None) -> d
         "model_name": hit.model_name,
         "tool": hit.tool,
         "settings": hit.settings,
-        "thumbnail": page_image_url("", hit.id) if hit.id in cached else None,
+        "thumbnail": page_image_url("", hit.id, version) if version else None,
         "image": image_json(record),
         "extra": jsonable_encoder(hit.extra),
     }

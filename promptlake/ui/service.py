@@ -15,13 +15,14 @@ from fastapi.encoders import jsonable_encoder
 from PIL import Image
 
 from promptlake.settings import Settings, get_settings
+from promptlake.storage.datadir.image_cache import CachedImage
 from promptlake.storage.datadir.layout import DataDir
-from promptlake.storage.store.hits import Hit, StoreBusy
-from promptlake.tasks.clip.encoder import current_namespace, get_encoder
+from promptlake.storage.store.hits import Hit, NoEmbeddings, StoreBusy
+from promptlake.tasks.clip.encoder import Namespace, current_namespace, get_encoder
 from promptlake.tasks.images.cached import DamagedImage, page_image
 from promptlake.tasks.images.thumbnails import cached_records
 from promptlake.tasks.metadata import read_metadata
-from promptlake.tasks.query.refine import RefineRequest, refine
+from promptlake.tasks.query.refine import RefineRequest, retrieve, write
 from promptlake.tasks.query.search import SearchRequest, image_vectors, query_settings, search
 from promptlake.tasks.query.search import facets as store_facets
 from promptlake.ui.client import fingerprint
@@ -48,16 +49,24 @@ def page_settings(data_dir: str | None, **overrides: object) -> Settings:
 
 @dataclass
 class PageService:
-    """What the app's routes call: searches, refines and cached images of one data dir."""
+    """What the app's routes call: searches, refines and cached images of one data dir.
+
+    The page keeps what it warmed up with — its settings and the store's embedding namespace —
+    so a re-plan that clears the data dir's files does not disturb it: it answers from what the
+    store holds. Store calls run one at a time (``lock``); a refine holds it only to retrieve,
+    and waits on the LLM in one of ``ui_refine_slots`` slots, so searches never wait for it."""
 
     data_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ready: bool = False
     reason: str = "starting"
+    namespace: Namespace | None = None
 
     def __post_init__(self) -> None:
         self.settings = page_settings(self.data_dir, **self.overrides)
+        self._warming = threading.Lock()
+        self._refines = threading.BoundedSemaphore(self.settings.ui_refine_slots)
 
     @property
     def data(self) -> DataDir:
@@ -66,31 +75,56 @@ class PageService:
     def warm_up(self) -> None:
         """Load CLIP (both towers) and run one unlogged search, so the first real search is warm.
         A data dir without embeddings yet leaves the page up, answering 503 until it has some."""
+        with self._warming:
+            if not self.ready:
+                self._warm_up()
+
+    def _warm_up(self) -> None:
         # the model the data dir was embedded with (it may have been embedded since start)
-        self.settings = s = page_settings(self.data_dir, **self.overrides)
+        s = page_settings(self.data_dir, **self.overrides)
         try:
-            current_namespace(self.data, s)
-        except RuntimeError as exc:
+            ns = current_namespace(DataDir(s.data_dir), s)
+        except NoEmbeddings as exc:
             self.reason = str(exc)
             return
         enc = get_encoder(s.clip_model, s.device, s.precision)
         enc.encode_text(["warm up"])
         image_vectors([_blank_jpeg()], enc, s)
         try:
-            search(SearchRequest(text="warm up", k=1, log=False), self.data, s)
+            with self.lock:
+                search(SearchRequest(text="warm up", k=1, log=False), self.data, s, namespace=ns)
         except StoreBusy as exc:  # the first search will wait its turn instead
             log.warning("store busy while warming up: %s", exc)
+        self.settings, self.namespace = s, ns
         self.ready, self.reason = True, ""
+
+    def _check_ready(self) -> None:
+        """Answer 503 at once while not ready, and try again to get ready meanwhile (in the
+        background: a data dir that gains embeddings makes the page ready)."""
+        if self.ready:
+            return
+        if not self._warming.locked():
+            threading.Thread(target=self._try_warm_up, daemon=True, name="warm-up").start()
+        raise BadRequest(f"the search page is not ready: {self.reason}", 503)
+
+    def _try_warm_up(self) -> None:
+        if not self._warming.acquire(blocking=False):
+            return
+        try:
+            if not self.ready:
+                self._warm_up()
+        except Exception as exc:  # the next request tries again; this one says why
+            self.reason = f"could not get ready ({type(exc).__name__}: {str(exc)[:300]})"
+            log.warning("warming up failed: %s", self.reason)
+        finally:
+            self._warming.release()
 
     def _call(self, fn, *args):
         """``fn`` with the store, one call at a time in this process (chDB answers concurrent
         queries from threads, but more slowly than one after another on a few cores)."""
+        self._check_ready()
         with self.lock:
-            if not self.ready:
-                self.warm_up()
-            if not self.ready:
-                raise BadRequest(f"the search page is not ready: {self.reason}", 503)
-            return fn(*args, self.data, self.settings)
+            return fn(*args, self.data, self.settings, namespace=self.namespace)
 
     def search(self, q: SearchQuery, upload: Upload | None) -> dict[str, Any]:
         """Text, an uploaded image, or a stored row's image (``like``): hits as JSON; an upload
@@ -122,14 +156,22 @@ class PageService:
 
     def refine(self, q: RefineQuery, upload: Upload | None = None) -> dict[str, Any]:
         """Variants of an idea, an uploaded image or both (the configured LLM, else offline),
-        each naming its sources; fewer than asked come with the reason."""
+        each naming its sources; fewer than asked come with the reason. The store is held only
+        while the neighbours are retrieved; at most ``ui_refine_slots`` refines wait on the LLM
+        at once, and one more is answered 503 at once."""
         if upload:
             check_image(upload.body, self.settings)
         req = RefineRequest(idea=q.idea, n=q.n, k=q.k, llm=q.llm, filters=q.filters())
         if upload:
             req.image, req.image_body = upload.name, upload.body
         start = time.perf_counter()
-        result = self._call(refine, req)
+        if not self._refines.acquire(blocking=False):
+            n = self.settings.ui_refine_slots
+            raise BadRequest(f"{n} refines are already waiting on the LLM: try again soon", 503)
+        try:
+            result = write(self._call(retrieve, req))  # the LLM's wait holds no lock
+        finally:
+            self._refines.release()
         return {
             "idea": result.idea,
             "refiner": result.refiner,
@@ -160,12 +202,12 @@ class PageService:
 
     def stored_image(self, rid: str) -> Upload:
         """A row's cached image, the very bytes its stored image vector was made from."""
-        body = self.image(rid)
-        if body is None:
+        found = self.image(rid)
+        if found is None:
             raise BadRequest(f"row {rid!r} has no cached image", 404)
-        return Upload(f"cache:{rid}", body)
+        return Upload(f"cache:{rid}", found.body)
 
-    def image(self, rid: str) -> bytes | None:
+    def image(self, rid: str) -> CachedImage | None:
         """The cached image of row ``rid`` (validated: an id, never a path); a damaged one is
         410 Gone, never a 200 that does not decode."""
         try:
@@ -174,9 +216,16 @@ class PageService:
             raise BadRequest(str(exc), 410) from None
 
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
+        """Hits as JSON, each with a thumbnail when the cache holds the image of the very row
+        version the store returned (its URL): never a changed row's old picture; a record of
+        another version of the row is not this hit's either."""
         records = cached_records(self.data, [h.id for h in hits])  # small: no image bodies
-        cached = {rid for rid, record in records.items() if record.ok}
-        return [hit_json(h, cached, records.get(h.id)) for h in hits]
+        out = []
+        for hit in hits:
+            rec = records.get(hit.id)
+            mine = rec if rec is not None and rec.url == hit.url else None
+            out.append(hit_json(hit, mine.version if mine and mine.ok else None, mine))
+        return out
 
 
 def _blank_jpeg() -> bytes:

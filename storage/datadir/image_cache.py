@@ -1,4 +1,7 @@
 """LMDB image cache: resized, re-encoded images and each row's fetch record, keyed by row id.
+An entry belongs to the live version of its row: only live rows are fetched, a changed row's new
+URL replaces its old image, and readers check the record's URL against the row's
+(``images_for``).
 
 One ``lmdb.Environment`` per path per process (LMDB forbids opening a path twice in a process),
 one writer at a time, and a map that doubles when full. Changing the map size invalidates every
@@ -10,16 +13,19 @@ this process's view (``MapResizedError``), which this process then adopts.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import mmap
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
 
+from promptlake.storage.datadir import crashpoints
 from promptlake.storage.datadir.records import FetchRecord
 
 _OPEN: dict[Path, ImageCache] = {}
@@ -66,6 +72,19 @@ class _Gate:
                 self._cond.notify_all()
 
 
+@dataclass(frozen=True)
+class CachedImage:
+    """A cached image with the fetch record it was stored with."""
+
+    body: bytes
+    record: FetchRecord
+
+    @property
+    def version(self) -> str:
+        """The record's version, or the stored bytes' hash for a record without one."""
+        return self.record.version or hashlib.blake2b(self.body, digest_size=8).hexdigest()
+
+
 class ImageCache:
     """Images and fetch records in one LMDB environment."""
 
@@ -109,9 +128,10 @@ class ImageCache:
                                 txn.put(key, img, db=self._img)
                             else:
                                 txn.delete(key, db=self._img)
-                    return
+                    break
                 except lmdb.MapFullError:
                     self._resize(self.env.info()["map_size"] * 2)
+        crashpoints.reached("cache:put")
 
     def put(self, record: FetchRecord, image: bytes | None) -> None:
         self.put_many([(record, image)])
@@ -126,6 +146,7 @@ class ImageCache:
             found = sum(txn.delete(key, db=self._meta) for key in keys)
             for key in keys:
                 txn.delete(key, db=self._img)
+        crashpoints.reached("cache:delete")
         return found
 
     def records(self, ids: Iterable[str]) -> dict[str, FetchRecord]:
@@ -146,6 +167,22 @@ class ImageCache:
                 raw = txn.get(rid.encode(), db=self._img)
                 if raw is not None:
                     out[rid] = bytes(raw)
+        return out
+
+    def images_for(self, wanted: Iterable[tuple[str, str | None]]) -> dict[str, CachedImage]:
+        """The cached images of the ``(id, url)`` pairs whose record is of that very URL (one
+        read transaction): an entry of another version of the row is not its image. A URL of
+        None takes whatever the id holds."""
+        out = {}
+        with self._txn() as txn:
+            for rid, url in wanted:
+                raw = txn.get(rid.encode(), db=self._meta)
+                record = FetchRecord.from_dict(json.loads(bytes(raw))) if raw is not None else None
+                if record is None or (url is not None and record.url != url):
+                    continue
+                img = txn.get(rid.encode(), db=self._img)
+                if img is not None:
+                    out[rid] = CachedImage(bytes(img), record)
         return out
 
     def count(self) -> dict[str, int]:

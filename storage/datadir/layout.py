@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from promptlake.storage.datadir import crashpoints
 
 
 class DataDir:
@@ -57,20 +60,29 @@ class DataDir:
         return self.plan_dir / "manifest.json"
 
     @property
-    def rejects(self) -> Path:
-        return self.plan_dir / "rejects.parquet"
+    def shards_dir(self) -> Path:
+        return self.plan_dir / "shards"
 
     def shard_file(self, shard: str) -> Path:
-        return self.plan_dir / "shards" / f"{shard}.parquet"
+        return self.shards_dir / f"{shard}.parquet"
+
+    def generation_dir(self, generation: int) -> Path:
+        """The files of plan generation ``generation``: written before the manifest names the
+        generation, so a plan that dies half-way leaves the previous generation whole."""
+        return self.plan_dir / "generations" / f"{generation:05d}"
+
+    def plan_file(self, generation: int, name: str) -> Path:
+        """Generation ``generation``'s ``index`` (every live row's id, fingerprint and shard:
+        what the next plan compares against), ``retired`` (rows of earlier shards that this or
+        an earlier generation replaced or removed) or ``rejects`` (the source's bad rows).
+        Generation 0: a plan made before generations had folders (files in ``plan/``)."""
+        folder = self.generation_dir(generation) if generation else self.plan_dir
+        return folder / f"{name}.parquet"
 
     @property
-    def row_index(self) -> Path:
-        """Every live row's id, fingerprint and shard: what the next plan compares against."""
-        return self.plan_dir / "index.parquet"
-
-    @property
-    def retired_rows(self) -> Path:
-        return self.plan_dir / "retired.parquet"
+    def force_intent(self) -> Path:
+        """Present while a forced re-plan is under way: the next ingest or resume finishes it."""
+        return self.root / "state" / "force.json"
 
     @property
     def staging(self) -> Path:
@@ -94,9 +106,11 @@ class DataDir:
         return self.root / "state" / stage
 
     def shard_work(self) -> list[Path]:
-        """What the stages made from the plan on (a forced ingest redoes all of it)."""
-        stages = [self.state_dir(s) for s in ("fetch", "embed", "load", "index")]
-        return [self.plan_dir, self.root / "fetch", self.root / "embed", *stages]
+        """What the stages made from the plan on (a forced ingest redoes all of it), later
+        stages first."""
+        stages = [self.state_dir(s) for s in ("index", "load", "embed", "fetch")]
+        work = [self.reconciled, *stages, self.root / "embed", self.root / "fetch"]
+        return [*work, self.plan_dir]
 
     @property
     def ingest_record(self) -> Path:
@@ -105,7 +119,7 @@ class DataDir:
 
     @property
     def reconciled(self) -> Path:
-        """How many retired rows the store and the cache have already let go of."""
+        """Through which plan generation the store and the cache have let go of retired rows."""
         return self.root / "state" / "reconciled.json"
 
     @property
@@ -138,6 +152,19 @@ def atomic_path(target: Path, *, durable: bool = True) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+    crashpoints.file_written(target)
+
+
+def remove(path: Path) -> bool:
+    """Remove a file or a folder (whatever is there); returns whether there was one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        return False
+    crashpoints.removed(path)
+    return True
 
 
 def write_json(target: Path, data: Any, *, durable: bool = True) -> None:

@@ -1,6 +1,7 @@
-"""The plan's files: shard files (the rows of each shard), the row index (every live row's id,
-fingerprint and shard, for the next incremental plan) and the retired rows (rows of existing
-shards that a later plan replaced or removed)."""
+"""The plan's files: shard files (the rows of each shard) and, per plan generation, the row
+index (every live row's id, fingerprint and shard, for the next incremental plan), the retired
+rows (rows of existing shards that a later plan replaced or removed) and the rejects. Readers see
+only what the manifest committed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from promptlake.storage.datadir.layout import DataDir, atomic_path
+from promptlake.storage.datadir.layout import DataDir, atomic_path, read_json
+from promptlake.storage.datadir.records import PlanManifest
 
 # the generation columns: what produced the image, kept with the row and filterable
 GENERATION_COLUMNS = ("negative_prompt", "model_name", "tool", "settings", "extra")
@@ -64,30 +66,58 @@ def read_shard(data: DataDir, shard: str) -> pa.Table:
     return table.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
 
 
-def read_index(data: DataDir) -> pa.Table:
-    """Every live row's id, fingerprint and shard (empty before the first plan)."""
-    path = data.row_index
-    return pq.read_table(path) if path.exists() else INDEX_SCHEMA.empty_table()
+def committed(data: DataDir) -> PlanManifest | None:
+    """The plan as its manifest last committed it (None before the first plan)."""
+    path = data.manifest
+    return PlanManifest.from_dict(read_json(path)) if path.exists() else None
 
 
-def write_index(data: DataDir, table: pa.Table) -> None:
-    with atomic_path(data.row_index) as tmp:
-        pq.write_table(table.cast(INDEX_SCHEMA), tmp)
+def read_index(data: DataDir, manifest: PlanManifest | None = None) -> pa.Table:
+    """Every live row's id, fingerprint and shard in the committed plan (empty before the
+    first plan)."""
+    m = manifest or committed(data)
+    path = data.plan_file(m.generation, "index") if m else None
+    return pq.read_table(path) if path and path.exists() else INDEX_SCHEMA.empty_table()
 
 
-def read_retired(data: DataDir, shard: str | None = None) -> pa.Table:
-    """Retired rows, of one shard or of all."""
-    path: Path = data.retired_rows
-    if not path.exists():
+def read_retired(
+    data: DataDir, shard: str | None = None, manifest: PlanManifest | None = None
+) -> pa.Table:
+    """The committed plan's retired rows, of one shard or of all. A plan made before
+    generations had folders appended them, and one that died half-way may have appended a
+    generation the manifest never named, or one twice: those are left out here."""
+    m = manifest or committed(data)
+    path = data.plan_file(m.generation, "retired") if m else None
+    if m is None or path is None or not path.exists():
         return RETIRED_SCHEMA.empty_table()
-    table = pq.read_table(path)
+    table = pq.read_table(path).cast(RETIRED_SCHEMA)
+    if not m.generation:
+        table = _legacy_retired(table, len(m.generations))
     return table if shard is None else table.filter(pc.equal(table["shard"], shard))
 
 
-def add_retired(data: DataDir, rows: pa.Table) -> None:
-    """Append ``rows`` to the retired rows (written whole, atomically)."""
-    if not rows.num_rows:
-        return
-    table = pa.concat_tables([read_retired(data), rows.cast(RETIRED_SCHEMA)])
-    with atomic_path(data.retired_rows) as tmp:
-        pq.write_table(table, tmp)
+def _legacy_retired(table: pa.Table, last: int) -> pa.Table:
+    table = table.filter(pc.less_equal(table["generation"], last))
+    seen: set[tuple[str, str]] = set()
+    first = []
+    for key in zip(table["shard"].to_pylist(), table["id"].to_pylist(), strict=True):
+        first.append(key not in seen)
+        seen.add(key)
+    return table.filter(pa.array(first, pa.bool_()))
+
+
+def rejects_path(data: DataDir, manifest: PlanManifest | None = None) -> Path:
+    """The committed plan's rejects file (each bad row of the source with its reason)."""
+    m = manifest or committed(data)
+    return data.plan_file(m.generation if m else 0, "rejects")
+
+
+def write_generation(data: DataDir, generation: int, *, index: pa.Table, retired: pa.Table) -> None:
+    """Write generation ``generation``'s retired rows (all of them, cumulative: a repeated
+    generation rewrites, never appends) and row index; the manifest commits them."""
+    for name, table, schema in (
+        ("retired", retired, RETIRED_SCHEMA),
+        ("index", index, INDEX_SCHEMA),
+    ):
+        with atomic_path(data.plan_file(generation, name)) as tmp:
+            pq.write_table(table.cast(schema), tmp)

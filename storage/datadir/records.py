@@ -91,7 +91,9 @@ class PlanGeneration:
 class PlanManifest:
     """The result of the plan stage: how the source was split, generation after generation.
     The row counts describe the source as it is now; ``shards`` holds every shard ever planned
-    (names are stable), with the rows later generations retired from each."""
+    (names are stable), with the rows later generations retired from each. The manifest is
+    the plan's one commit: ``generation`` names the folder holding its row index, retired rows
+    and rejects (0: a plan made before those had folders, its files directly in ``plan/``)."""
 
     source_sha256: str
     shard_size: int
@@ -102,6 +104,7 @@ class PlanManifest:
     rejects_by_reason: dict[str, int]
     shards: list[ShardRef]
     generations: list[PlanGeneration] = field(default_factory=list)
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +126,8 @@ FETCH_FIXES = {
     "invalid_url": "these URLs cannot be fetched: fix the url column and ingest again",
     "timeout": "slow hosts: raise PROMPTLAKE_READ_TIMEOUT, then rerun with --retry-failed",
     "connection_error": "unreachable hosts: rerun with --retry-failed once they answer",
+    "dns_error": "host names did not resolve: check this machine's DNS, then rerun with "
+    "--retry-failed",
 }
 
 
@@ -148,6 +153,12 @@ class FetchRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def version(self) -> str:
+        """Names this version of the row's image (its source bytes' hash): what a link to the
+        cached picture carries, so a browser never shows a changed row's old one."""
+        return self.sha256[:16]
 
     def to_dict(self) -> dict[str, Any]:
         # flat fields: a plain copy, several times cheaper than dataclasses.asdict per image

@@ -51,20 +51,27 @@ def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def claim_namespace(data: DataDir, namespace: str, model: dict[str, Any]) -> None:
-    """Record which model owns ``namespace``; refuse if another model already wrote there."""
+    """Record which model owns ``namespace``; refuse if another model already wrote there. A
+    record of the same model under another name (a local folder recorded as given, before
+    folders were recorded absolute) is brought up to date."""
     path = data.embed_dir(namespace) / "model.json"
     if path.exists():
         have = read_json(path)
-        keys = ("model", "revision", "dim")
-        if tuple(have.get(k) for k in keys) != tuple(model.get(k) for k in keys):
+        if _identity(have) != _identity(model):
             raise ModelMismatch(
                 f"{data.embed_dir(namespace)} holds vectors of {have.get('model')} "
                 f"(revision {str(have.get('revision'))[:12]}, dim {have.get('dim')}), not of "
                 f"{model.get('model')} (revision {str(model.get('revision'))[:12]}, dim "
                 f"{model.get('dim')}); vectors of different models are never mixed"
             )
-        return
+        if have.get("model") == model.get("model"):
+            return
     write_json(path, model)
+
+
+def _identity(model: dict[str, Any]) -> tuple:
+    """What tells models apart: the folder's or hub name's last part, revision, dimension."""
+    return (Path(str(model.get("model"))).name, model.get("revision"), model.get("dim"))
 
 
 def current_namespace(
@@ -82,9 +89,12 @@ def current_namespace(
 
 
 def namespaces(data: DataDir) -> dict[str, dict[str, Any]]:
-    """Every embedding namespace of ``data`` with its model record, oldest first."""
-    root = data.root / "embed"
-    found = (
-        sorted(root.glob("*/model.json"), key=lambda p: p.stat().st_mtime) if root.exists() else []
-    )
-    return {p.parent.name: read_json(p) for p in found}
+    """Every embedding namespace of ``data`` with its model record, oldest first (one removed
+    while this looks, by a forced re-plan, is left out)."""
+    found = []
+    for path in (data.root / "embed").glob("*/model.json"):
+        try:
+            found.append((path.stat().st_mtime, path.parent.name, read_json(path)))
+        except FileNotFoundError:
+            continue
+    return {name: record for _, name, record in sorted(found, key=lambda f: f[0])}

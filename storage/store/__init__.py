@@ -11,7 +11,8 @@ This package is the ``Store`` and its parts: ``urls`` (which store, shown withou
 ``dialects`` (where ClickHouse and MyScale SQL differ), ``embedded`` (opening chDB, saying why
 it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded store), ``knn``
 (how a filtered k-NN query is planned) and ``hits`` (filters and results). It imports
-``storage.datadir`` only for the vector files' model check, and never Prefect.
+``storage.datadir`` only for the vector files' model check and the crash tests' named points
+(``crashpoints``), and never Prefect.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from promptlake.storage.datadir import diskspace
+from promptlake.storage.datadir import crashpoints, diskspace
 from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import knn, schema
 from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
@@ -169,8 +170,10 @@ class Store(WriteGuards):
         with self._writing(need=need, what=f"load shard {shard} ({name})"):
             if again:
                 self.delete_shard(name, shard)
+                crashpoints.reached(f"store:{name}:delete")
             if rows.num_rows:
                 self.client.insert_arrow(self.table(name), rows)
+                crashpoints.reached(f"store:{name}:insert")
         return rows.num_rows
 
     @_in_turn
@@ -204,6 +207,7 @@ class Store(WriteGuards):
             if found:
                 with self._writing(need=self._parts(name)[0], what=f"reconcile {name}"):
                     self._delete(name, where, params, f"reconcile {name}")
+                crashpoints.reached(f"store:{name}:drop")
                 gone += int(found)
         return gone
 
@@ -235,13 +239,16 @@ class Store(WriteGuards):
                     f"OPTIMIZE TABLE {self.table(name)} FINAL "
                     "SETTINGS optimize_skip_merged_partitions = 1"  # one part already: no rewrite
                 )
+                crashpoints.reached(f"store:{name}:optimize")
                 for sql in self.dialect.add_index(self.table(name), TABLES[name], dim, params):
                     self.client.command(sql)
+                    crashpoints.reached(f"store:{name}:index")
                 self._snapshot()
             materialize = self.dialect.materialize_index(self.table(name), TABLES[name])
             if materialize:
                 self.client.command(materialize)
                 self._wait_for_mutations(name, f"the {name} index")
+                crashpoints.reached(f"store:{name}:index")
         return self.index_status(name)
 
     @_in_turn

@@ -159,3 +159,7 @@ def facet_sql(table: str) -> tuple[str, dict[str, str]]:
         for name in FACET_FIELDS
     }
     return totals, groups
+
+
+class NoEmbeddings(StoreUnavailable):
+    """A data dir has no embeddings to search (yet, or while it is being re-planned)."""

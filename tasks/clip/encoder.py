@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from promptlake.settings import Settings
+from promptlake.settings import HUB_NAME, Settings, local_model_path
 from promptlake.storage.datadir import vectors
 from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.store.hits import NoEmbeddings
 from promptlake.tasks.clip.devices import candidate_devices
+from promptlake.tasks.clip.errors import ModelLoadError
 
 HELP = (
     "promptlake could not load the CLIP model {name!r} ({error}). Offline, point "
@@ -35,8 +37,8 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _LOCK = threading.Lock()
 
 
-class ModelLoadError(RuntimeError):
-    """The CLIP model could not be loaded; the message says how to point at a local copy."""
+# an embedding namespace and its model record (model.json): what made a store's vectors
+Namespace = tuple[str, dict]
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ def pick_dtype(device: str, precision: str = "auto") -> torch.dtype:
 
 
 def describe_model(name: str) -> ModelInfo | None:
-    """The model's identity from its config alone, without loading weights: a local directory,
-    or a hub name already in the local cache. None when only a download could tell."""
+    """The model's identity from its config alone, without loading weights: a local directory
+    (named by its absolute path), or a hub name already in the local cache. None when only a
+    download could tell."""
+    name = local_model_path(name)
     folder = Path(name)
     if folder.is_dir():
         config = folder / "config.json"
@@ -97,12 +101,13 @@ def describe_model(name: str) -> ModelInfo | None:
     return ModelInfo(name, revision, int(cfg.get("projection_dim", 512)), int(max_tokens))
 
 
-def current_namespace(data: DataDir, settings: Settings) -> tuple[str, dict]:
-    """The embedding namespace of the configured model (or the newest one)."""
+def current_namespace(data: DataDir, settings: Settings) -> Namespace:
+    """The embedding namespace of the configured model (or the newest one) with its model
+    record; :class:`NoEmbeddings` when the data dir has none (yet, or while being re-planned)."""
     known = describe_model(settings.clip_model)
     found = vectors.current_namespace(data, known.namespace if known else None)
     if found is None:
-        raise RuntimeError(f"{data.root} has no embeddings yet: run the embed stage first")
+        raise NoEmbeddings(f"{data.root} has no embeddings yet: run the embed stage first")
     return found
 
 
@@ -115,7 +120,8 @@ class ClipEncoder:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, precision)
         errors = []
-        for local_only in (True, False):  # the local cache first: no hub round trips
+        hub = HUB_NAME.match(name) and not Path(name).exists()
+        for local_only in (True, False) if hub else (True,):  # the local cache first
             try:
                 model = CLIPModel.from_pretrained(
                     name, dtype=self.dtype, local_files_only=local_only

@@ -9,7 +9,7 @@ import io
 
 from PIL import Image
 
-from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.image_cache import CachedImage, ImageCache
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import FetchRecord
 from promptlake.tasks.images.imaging import DECODER_ERRORS
@@ -50,18 +50,17 @@ def damaged(cache: ImageCache, records: dict[str, FetchRecord]) -> set[str]:
     return {rid for rid in ok if rid not in images or not image_ok(records[rid], images[rid])}
 
 
-def page_image(data: DataDir, rid: str) -> bytes | None:
+def page_image(data: DataDir, rid: str) -> CachedImage | None:
     """Row ``rid``'s cached image for a page; None when it has none (or there is no cache yet:
     none is made just to look into it); :class:`DamagedImage` when it is damaged."""
     if not data.image_cache.exists():
         return None
-    cache = ImageCache.open(data.image_cache)
-    body = cache.images([rid]).get(rid)
-    if body is None:
+    found = ImageCache.open(data.image_cache).images_for([(rid, None)]).get(rid)
+    if found is None:
         return None
-    if not image_ok(cache.records([rid]).get(rid), body):
+    if not image_ok(found.record, found.body):
         raise DamagedImage(
             f"the cached image of row {rid!r} is damaged: `promptlake resume --retry-failed` "
             "fetches it again"
         )
-    return body
+    return found

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from promptlake.settings import Settings
-from promptlake.storage.datadir.image_cache import ImageCache
+from promptlake.storage.datadir.image_cache import CachedImage, ImageCache
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import FetchRecord
 
@@ -33,11 +33,15 @@ class Thumb:
     link: str | None = None
 
 
-def cached_images(data: DataDir, ids: Iterable[str]) -> dict[str, bytes]:
-    """The cached images of the ids that have one (none at all before the first fetch)."""
+def cached_images(
+    data: DataDir, wanted: Iterable[tuple[str, str | None]]
+) -> dict[str, CachedImage]:
+    """The cached images of the ``(id, url)`` pairs whose entry is of that URL — the row
+    version a hit shows, not an older or newer one (URL None: whatever the id holds); none at
+    all before the first fetch."""
     if not data.image_cache.exists():  # do not create a cache just to look into it
         return {}
-    return ImageCache.open(data.image_cache).images([i for i in ids if i])
+    return ImageCache.open(data.image_cache).images_for([(i, u) for i, u in wanted if i])
 
 
 def cached_records(data: DataDir, ids: Iterable[str]) -> dict[str, FetchRecord]:
@@ -59,9 +63,11 @@ def small_jpeg(body: bytes, size: int = INLINE_PX, quality: int = INLINE_QUALITY
     return out.getvalue()
 
 
-def page_image_url(ui_url: str, rid: str) -> str:
-    """The search page's address of row ``rid``'s cached image (a path when ``ui_url`` is "")."""
-    return f"{ui_url.rstrip('/')}/img/{quote(rid, safe='')}"
+def page_image_url(ui_url: str, rid: str, version: str = "") -> str:
+    """The search page's address of row ``rid``'s cached image (a path when ``ui_url`` is ""),
+    naming its ``version`` when known: a browser may keep that address's picture for good."""
+    tail = f"?v={quote(version, safe='')}" if version else ""
+    return f"{ui_url.rstrip('/')}/img/{quote(rid, safe='')}{tail}"
 
 
 def page_like_url(ui_url: str, rid: str) -> str:
@@ -69,17 +75,20 @@ def page_like_url(ui_url: str, rid: str) -> str:
     return f"{ui_url.rstrip('/')}/?like={quote(rid, safe='')}&target=images"
 
 
-def thumbnails(ids: Iterable[str], settings: Settings) -> dict[str, Thumb]:
-    """A thumbnail for each id with a cached image: the search page's when ``ui_url`` is set,
-    else an inline ``data:`` JPEG."""
-    images = cached_images(DataDir(settings.data_dir), ids)
+def thumbnails(hits: Iterable[tuple[str, str]], settings: Settings) -> dict[str, Thumb]:
+    """A thumbnail for each ``(id, url)`` hit whose image of that URL is cached: the search
+    page's when ``ui_url`` is set, else an inline ``data:`` JPEG."""
+    images = cached_images(DataDir(settings.data_dir), hits)
     if settings.ui_url:
         ui = settings.ui_url
-        return {i: Thumb(page_image_url(ui, i), page_like_url(ui, i)) for i in images}
+        return {
+            i: Thumb(page_image_url(ui, i, img.version), page_like_url(ui, i))
+            for i, img in images.items()
+        }
     out = {}
-    for rid, body in images.items():
+    for rid, img in images.items():
         try:
-            data = base64.b64encode(small_jpeg(body)).decode("ascii")
+            data = base64.b64encode(small_jpeg(img.body)).decode("ascii")
         except (OSError, ValueError):  # a damaged cache entry costs its thumbnail, not the page
             continue
         out[rid] = Thumb(f"data:image/jpeg;base64,{data}")

@@ -16,6 +16,7 @@ from urllib3.exceptions import (
     HTTPError,
     LocationValueError,
     MaxRetryError,
+    NameResolutionError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -61,7 +62,7 @@ class _Failure(Exception):
         super().__init__(error)
         self.status, self.error, self.http_status = status, error[:300], http_status
         self.retry, self.wait, self.unreachable = retry, wait, unreachable
-        self.refused = refused  # nothing listens (or no such host): no reply is coming
+        self.refused = refused  # nothing listens there: no reply is coming
 
 
 def _host_slot(host: str, cap: int) -> threading.BoundedSemaphore:
@@ -220,8 +221,15 @@ def _classify(exc: BaseException, code: int | None = None) -> _Failure:
         return _Failure("too_many_redirects", text, code)
     if isinstance(exc, LocationValueError):  # e.g. a host name IDNA cannot encode
         return _Failure("invalid_url", text, code)
-    if isinstance(exc, NewConnectionError):  # refused, unresolvable: before ConnectTimeoutError
-        return _Failure("connection_error", text, code, retry=True, unreachable=True, refused=True)
+    if isinstance(exc, NameResolutionError):  # a DNS blip is not a dead host: no quick opening
+        return _Failure("dns_error", text, code, retry=True, unreachable=True)
+    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError, which it may also be
+        # refused: nothing listens there, a definite answer; unreachable networks are this
+        # machine's trouble, counted like timeouts
+        refused = isinstance(exc.__cause__ or exc.__context__, ConnectionRefusedError)
+        return _Failure(
+            "connection_error", text, code, retry=True, unreachable=True, refused=refused
+        )
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
         return _Failure("timeout", f"timed out: {text}", code, retry=True, unreachable=True)
     if isinstance(exc, (ProtocolError, SSLError, ConnectionError)):  # resets, cut bodies

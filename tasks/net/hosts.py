@@ -6,11 +6,12 @@ to connect in a row (timeouts, refused connections, resets; any HTTP reply, 403 
 is an answer and resets the count) it *opens*: requests to the host are not sent and their rows
 get the retryable status ``host_down``. Unless one of those failures was a refused connection
 (nothing listens: definite), the host must also have been silent for ``quiet`` seconds (counted
-from the breaker's first use when it never answered): timeouts and resets are also what a live
-host that stalls for a moment, or a busy machine, looks like. Every ``cooldown`` seconds one
-trial request goes through (*half-open*; rows that come meanwhile are ``host_down`` too); an
-answer closes the breaker, a failure keeps it open. ``--retry-failed`` resets the breakers of
-the hosts it retries.
+from the breaker's first use when it never answered): timeouts, resets, unreachable networks and
+names that did not resolve (``dns_error``: a resolver's blip fails every host at once) are also
+what a live host that stalls for a moment, or a busy machine, looks like. Every ``cooldown``
+seconds one trial request goes through (*half-open*; rows that come meanwhile are
+``host_down`` too); an answer closes the breaker, a failure keeps it open. ``--retry-failed``
+resets the breakers of the hosts whose rows it retries (``host_down``, ``dns_error``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, get_args
 from promptlake.settings import LLMChoice, Settings
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import Filters, Hit, StoreError
-from promptlake.tasks.clip.encoder import get_encoder
+from promptlake.tasks.clip.encoder import Namespace, get_encoder
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.query.llm import ChatClient, ChatConfig, LLMError
 from promptlake.tasks.query.phrases import TokenBudget, split_phrases
@@ -213,9 +213,24 @@ def chat_config(settings: Settings) -> ChatConfig:
     )
 
 
-def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResult:
-    """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them. An
-    image carrying its generation prompt lends that prompt as the idea when none is given."""
+@dataclass
+class Retrieved:
+    """A refine's first half, done with the store: the idea and its neighbours, and who writes
+    the variants (which, with an LLM, may take a minute without the store)."""
+
+    req: RefineRequest
+    idea: str
+    hits: list[Hit]
+    exact: ImageMeta | None
+    refiner: Refiner
+    budget: TokenBudget
+
+
+def retrieve(
+    req: RefineRequest, data: DataDir, settings: Settings, *, namespace: Namespace | None = None
+) -> Retrieved:
+    """Retrieve the ``k`` nearest prompts to the idea (and/or image). An image carrying its
+    generation prompt lends that prompt as the idea when none is given."""
     req.validate()
     query = SearchRequest(
         image=req.image, k=req.k, filters=req.filters, log=req.log, image_body=req.image_body
@@ -226,15 +241,23 @@ def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResul
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     budget = TokenBudget.of(enc.tokenizer, enc.info.max_tokens)
     refiner = make_refiner(req.llm, settings, budget)
-    hits = search(query, data, settings)
+    hits = search(query, data, settings, namespace=namespace)
     if not idea:  # an image alone: its nearest prompt's subject stands in for the idea
         idea = split_phrases(hits[0].prompt)[0] if hits else ""
     if not idea:
         raise StoreError("the store has no prompts near this image, and no idea was given")
-    texts = refiner.variants(idea, hits, req.n)
-    variants = [Variant(t, budget.count(t), drawn_from(t, hits)) for t in texts]
-    short = why_short(refiner.name, budget, idea, hits, len(texts)) if len(texts) < req.n else ""
-    return RefineResult(idea, refiner.name, variants, hits, exact, req.n, short)
+    return Retrieved(req, idea, hits, exact, refiner, budget)
+
+
+def write(got: Retrieved) -> RefineResult:
+    """Write ``n`` variants of the idea from its neighbours (no store needed)."""
+    texts = got.refiner.variants(got.idea, got.hits, got.req.n)
+    variants = [Variant(t, got.budget.count(t), drawn_from(t, got.hits)) for t in texts]
+    asked, name = got.req.n, got.refiner.name
+    short = ""
+    if len(texts) < asked:
+        short = why_short(name, got.budget, got.idea, got.hits, len(texts))
+    return RefineResult(got.idea, name, variants, got.hits, got.exact, asked, short)
 
 
 def why_short(refiner: str, budget: TokenBudget, idea: str, hits: list[Hit], got: int) -> str:
@@ -249,3 +272,8 @@ def why_short(refiner: str, budget: TokenBudget, idea: str, hits: list[Hit], got
         f"only {got} different set{'s' * (got != 1)} of modifiers among the {len(hits)} "
         f"neighbour{'s' * (len(hits) != 1)} (a larger k draws from more)"
     )
+
+
+def refine(req: RefineRequest, data: DataDir, settings: Settings) -> RefineResult:
+    """Retrieve the ``k`` nearest prompts, then write ``n`` variants of the idea from them."""
+    return write(retrieve(req, data, settings))

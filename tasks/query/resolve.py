@@ -11,6 +11,7 @@ from promptlake.settings import Settings
 from promptlake.storage.datadir import vectors
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store.hits import StoreError
+from promptlake.tasks.clip.errors import ModelLoadError
 from promptlake.tasks.net.fetcher import Fetcher
 
 
@@ -20,7 +21,18 @@ def query_settings(settings: Settings) -> Settings:
     if "clip_model" in settings.model_fields_set:
         return settings
     found = vectors.current_namespace(DataDir(settings.data_dir))
-    return settings.model_copy(update={"clip_model": found[1]["model"]}) if found else settings
+    if not found:
+        return settings
+    model = found[1]["model"]
+    if len(str(found[1].get("revision"))) == 64 and not Path(model).is_dir():
+        # a local folder's fingerprint (a hub revision is a 40-hex commit), recorded by an
+        # ingest that wrote the folder as given: relative to where that ingest ran
+        raise ModelLoadError(
+            f"{settings.data_dir} was embedded with a local model recorded as {model!r}, which "
+            "is not a folder here (a relative path, from the folder that ingest ran in): pass "
+            "--model /path/to/that/folder (PROMPTLAKE_CLIP_MODEL); ingests record it absolute"
+        )
+    return settings.model_copy(update={"clip_model": model})
 
 
 def read_image(source: str, settings: Settings) -> bytes:

@@ -12,7 +12,7 @@ from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.vectors import ModelMismatch
 from promptlake.storage.store import TABLES, Filters, Hit, StoreError
 from promptlake.storage.store.hits import Facets, LoggedSearch
-from promptlake.tasks.clip.encoder import ClipEncoder, current_namespace, get_encoder
+from promptlake.tasks.clip.encoder import ClipEncoder, Namespace, current_namespace, get_encoder
 from promptlake.tasks.images.imaging import process_image
 from promptlake.tasks.metadata import ImageMeta, read_metadata
 from promptlake.tasks.query.resolve import query_settings, read_image  # noqa: F401  (callers import them here)
@@ -108,10 +108,15 @@ def query_vector(req: SearchRequest, enc: ClipEncoder, settings: Settings) -> li
     return (vec / (float((vec**2).sum()) ** 0.5)).tolist()
 
 
-def search(req: SearchRequest, data: DataDir, settings: Settings) -> list[Hit]:
-    """Run and log one search against the store of ``data``."""
+def search(
+    req: SearchRequest, data: DataDir, settings: Settings, *, namespace: Namespace | None = None
+) -> list[Hit]:
+    """Run and log one search against the store of ``data``, with the vectors of
+    ``namespace`` (default: the data dir's current one, read from its files; a long-lived
+    caller passes the one it started with, so a re-plan clearing those files does not touch
+    it)."""
     req.validate()
-    ns, model = current_namespace(data, settings)
+    ns, model = namespace or current_namespace(data, settings)
     enc = get_encoder(settings.clip_model, settings.device, settings.precision)
     if enc.info.namespace != ns:
         raise ModelMismatch(

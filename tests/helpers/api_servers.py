@@ -2,7 +2,8 @@
 completions (``ChatServer``) and AUTOMATIC1111's txt2img (``A1111Server``).
 
 ``script`` queues raw replies (status, body, headers) before the default answers; ``requests``
-records each request's path, headers (names in lower case) and JSON body.
+records each request's path, headers (names in lower case) and JSON body; a cleared ``gate``
+holds every answer until it is set (a slow model).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class JsonServer:
         self.requests: list[dict[str, Any]] = []
         self.script: list[tuple[int, str | dict, dict[str, str]]] = []
         self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}{self.prefix}"
 
@@ -57,6 +60,7 @@ class JsonServer:
                         }
                     )
                     scripted = srv.script.pop(0) if srv.script else None
+                srv.gate.wait(120)
                 if self.path != srv.route:
                     return self._send(404, {"error": f"no route {self.path}"}, {})
                 if scripted is None:

@@ -11,7 +11,10 @@ The first path segment picks the behaviour; the rest names the image (same name,
   /dead/N    always 503                 /403/N     403 (a host that refuses everything)
   /file/N    bytes registered in ``files[N]``, honouring Range (206); names in ``drop_first``
              are cut off half-way on their first request (to test resumed downloads); names in
-             ``trickle`` come 16 KiB at a time, that many seconds apart (a slow download)
+             ``trickle`` come 16 KiB at a time, that many seconds apart (a slow download). Each
+             version (new bytes) has its own strong ETag and a later Last-Modified, honoured in
+             If-None-Match / If-Modified-Since (304) and If-Range (a stale one: the whole new
+             file, 200); names in ``no_validators`` send neither
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class FaultServer:
         self._images: dict[tuple[str, str], bytes] = {}
         self.files: dict[str, bytes] = {}
         self.drop_first: set[str] = set()
+        self.no_validators: set[str] = set()
+        self._file_versions: dict[str, tuple[str, str]] = {}  # name -> (ETag, Last-Modified)
         self.trickle: dict[str, float] = {}
         self.range_requests: list[str] = []
         self.inflight = 0
@@ -109,6 +114,19 @@ class FaultServer:
             if key not in self._images:
                 self._images[key] = make_image(name, fmt=fmt)
             return self._images[key]
+
+    def file_validators(self, name: str, body: bytes) -> dict[str, str]:
+        """The ETag and Last-Modified of the current version of file ``name``."""
+        if name in self.no_validators:
+            return {}
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        with self._lock:
+            known = self._file_versions.get(name)
+            if known is None or known[0] != etag:
+                when = time.time() + len(self._file_versions) + (10 if known else 0)
+                stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(when))
+                self._file_versions[name] = known = (etag, stamp)
+        return {"ETag": known[0], "Last-Modified": known[1]}
 
     def __enter__(self) -> FaultServer:
         self.thread.start()
@@ -225,22 +243,37 @@ class FaultServer:
                 body = server.files.get(name)
                 if body is None:
                     return self._send(404, b"no such file", "text/plain")
+                tags = server.file_validators(name, body)
+                if self._not_modified(tags):
+                    return self._send(304, b"", "text/csv", tags, length=0)
                 start = 0
                 if rng := self.headers.get("Range"):
                     server.range_requests.append(rng)
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
-                if start >= len(body):
-                    return self._send(416, b"", "text/plain")
+                    if_range = self.headers.get("If-Range")
+                    if if_range is None or if_range in tags.values():
+                        start = int(rng.removeprefix("bytes=").split("-")[0])
+                if start >= len(body) and start:
+                    return self._send(
+                        416, b"", "text/plain", {"Content-Range": f"bytes */{len(body)}"}
+                    )
                 code = 206 if start else 200
                 rest = body[start:]
+                headers = dict(tags)
+                if start:
+                    headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
                 if name in server.drop_first and n == 1:
-                    self._send(code, rest[: len(rest) // 2], "text/csv", length=len(rest))
+                    self._send(code, rest[: len(rest) // 2], "text/csv", headers, length=len(rest))
                     self.close_connection = True
                     return
-                headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
                 if name in server.trickle:
-                    return self._trickle(code, rest, headers if start else {}, server.trickle[name])
-                self._send(code, rest, "text/csv", headers if start else None)
+                    return self._trickle(code, rest, headers, server.trickle[name])
+                self._send(code, rest, "text/csv", headers)
+
+            def _not_modified(self, tags: dict[str, str]) -> bool:
+                if (match := self.headers.get("If-None-Match")) is not None:
+                    return match == tags.get("ETag")
+                since = self.headers.get("If-Modified-Since")
+                return since is not None and since == tags.get("Last-Modified")
 
             def _trickle(self, code: int, body: bytes, headers: dict, pause: float) -> None:
                 self.send_response(code)

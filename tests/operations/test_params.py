@@ -137,3 +137,41 @@ def test_the_readme_lists_every_setting():
             }
     fields = {f"PROMPTLAKE_{name.upper()}" for name in Settings.model_fields}
     assert sorted(fields - named) == [] and sorted(named - fields) == []
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_relative_model_folder_works_from_any_folder(tmp_path, tiny_clip, monkeypatch, capsys):
+    """`ingest --model clip` in one folder, `search` in another: the folder was recorded as its
+    absolute path (state/ingest.json, model.json); a record of the older kind, relative, is a
+    one-line error at once, not a model hub's retries."""
+    import shutil
+
+    from promptlake.cli import main
+    from promptlake.storage.datadir.layout import read_json, write_json
+    from promptlake.storage.datadir.vectors import namespaces
+
+    here, there = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_clip, here / "clip")
+    there.mkdir()
+    row = ["r1", "a red fox, oil", "file:///nowhere.png", 8, 8, "s"]
+    src = write_csv(tmp_path / "p.csv", [row])
+    data_dir = str(tmp_path / "d")
+    monkeypatch.setenv("PROMPTLAKE_RUNNER", "thread")
+    monkeypatch.chdir(here)
+    argv = ["ingest", str(src), "--data-dir", data_dir, "--model", "clip", "--device", "cpu"]
+    assert main(argv) == 0
+    data = DataDir(data_dir)
+    absolute = str((here / "clip").resolve())
+    assert read_json(data.ingest_record)["clip_model"] == absolute
+    ((ns, model),) = namespaces(data).items()
+    assert model["model"] == absolute
+    monkeypatch.chdir(there)
+    capsys.readouterr()
+    assert main(["search", "a fox", "--data-dir", data_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "r1"
+
+    path = data.embed_dir(ns) / "model.json"  # as an ingest before this fix recorded it
+    write_json(path, {**model, "model": "clip"})
+    assert main(["search", "a fox", "--data-dir", data_dir]) == 2
+    err = capsys.readouterr().err
+    assert "recorded as 'clip'" in err and "--model /path/to/that/folder" in err

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from promptlake.storage.datadir.image_cache import ImageCache
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.markers import Markers
+from promptlake.storage.datadir.planfiles import rejects_path
 from promptlake.storage.datadir.vectors import read_vectors
 from promptlake.tasks.clip.encoder import get_encoder
 from tests.conftest import write_csv
@@ -113,7 +114,7 @@ def test_sigkill_mid_fetch_and_mid_embed_then_rerun(tmp_path, server, tiny_clip)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
 
     # every input row is a shard row or a reject with a reason
-    rejects = pq.read_table(data.rejects).to_pylist()
+    rejects = pq.read_table(rejects_path(data)).to_pylist()
     assert Counter(r["reason"] for r in rejects) == {
         "missing_id": 20,
         "empty_prompt": 20,

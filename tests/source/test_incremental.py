@@ -115,3 +115,35 @@ def test_grown_folder_ingests_only_the_difference(tmp_path, capsys):
     before = data.manifest.read_text()
     assert main(argv) == 0  # unchanged: nothing read, the plan reused
     assert json.loads(scan.read_text())["read"] == 0 and data.manifest.read_text() == before
+
+
+def test_a_row_removed_then_added_back_keeps_its_cached_image(
+    tmp_path, data, server, embed_settings
+):
+    """Removed in one generation and back, same image, in the next, with no reconcile between
+    (the run that would have reconciled failed): the reconcile after applies both generations
+    and must not forget the image of a row that is live again (its shard's status says ok)."""
+    from promptlake.storage.datadir.planfiles import read_index
+    from promptlake.tasks.download import download
+    from promptlake.tasks.fetch import run_shard
+    from promptlake.tasks.load import reconcile
+    from promptlake.tasks.plan import plan
+
+    s = embed_settings.model_copy(update={"data_dir": data.root})
+    rows = [
+        [f"x{i}", f"prompt {i}, oil", server.url("img", f"x{i}"), 64, 64, "s"] for i in range(4)
+    ]
+
+    def planned(rows):
+        src = write_csv(tmp_path / "p.csv", rows)
+        return plan(download(str(src), data), data, shard_size=10)
+
+    run_shard(planned(rows).shards[0].name, data, s)
+    assert planned(rows[:1] + rows[2:]).generations[-1].removed == 1  # x1 gone
+    back = planned(rows)  # x1 back: a new shard, its image already cached for its URL
+    run_shard(back.shards[-1].name, data, s)
+    assert server.requests["/img/x1"] == 1
+    reconcile(data, s, [ref.name for ref in back.shards])
+    cache = ImageCache.open(data.image_cache)
+    assert "x1" in read_index(data)["id"].to_pylist()
+    assert cache.images_for([("x1", rows[1][2])])  # still there for the live row

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from promptlake.storage.datadir.planfiles import rejects_path
 from promptlake.storage.datadir.records import REQUIRED_COLUMNS
 from promptlake.tasks.download import download
 from promptlake.tasks.plan import PlanError, plan, read_shard
@@ -49,7 +50,7 @@ def test_every_row_is_a_shard_row_or_a_reject_with_reason(tmp_path, data):
     m = _plan(tmp_path, data, GOOD + BAD)
     assert (m.rows_total, m.rows_valid, m.rows_rejected) == (19, 10, 9)
     assert [s.rows for s in m.shards] == [4, 4, 2]
-    rejects = pq.read_table(data.rejects).to_pylist()
+    rejects = pq.read_table(rejects_path(data)).to_pylist()
     assert [r["reason"] for r in rejects] == REASONS
     assert [r["row_number"] for r in rejects] == list(range(10, 19))
     assert rejects[-1]["detail"].startswith("id 'g3' appeared earlier")
@@ -65,7 +66,7 @@ def test_malformed_csv_line_is_rejected_not_fatal(tmp_path, data):
         fh.write('g9,"multi\nline prompt",http://x.test/9.jpg,5,5,s\n')
     m = plan(download(str(src), data), data, shard_size=10)
     assert m.rows_valid == 3 and m.rejects_by_reason == {"malformed_row": 1}
-    assert "too few fields" in pq.read_table(data.rejects)["detail"][0].as_py()
+    assert "too few fields" in pq.read_table(rejects_path(data))["detail"][0].as_py()
     assert read_shard(data, "00000")["prompt"][2].as_py() == "multi line prompt"
 
 
@@ -196,3 +197,37 @@ def test_columns_beyond_the_six_are_kept(tmp_path, data):
     assert (row["negative_prompt"], row["model_name"]) == ("blurry", "sdxl-base")
     assert json.loads(row["settings"]) == {"sampler_name": "euler", "seed": "42"}
     assert json.loads(row["extra"]) == {"foo": "bar"}
+
+
+def test_a_plan_made_before_generations_had_folders_is_read_and_repaired(tmp_path, data):
+    """A data dir planned by the older code (index, retired rows and rejects directly in
+    plan/), damaged as its bug left them: a change planned, and the run killed after the index
+    and the retired rows were written but before the manifest (the retired rows of the dead
+    attempt appended twice, the index naming shards the manifest never did). The next plan
+    leaves those out, plans the change again, and writes the folder layout."""
+    from promptlake.storage.datadir.layout import read_json, write_json
+    from promptlake.storage.datadir.planfiles import read_index, read_retired
+
+    first = _plan(tmp_path, data, _rows(20), shard_size=10)
+    gen = data.generation_dir(1)
+    for name in ("index", "retired", "rejects"):  # as the older code kept them
+        (gen / f"{name}.parquet").rename(data.plan_file(0, name))
+    write_json(data.manifest, {**read_json(data.manifest), "generation": 0})
+    changed = _rows(20)
+    changed[3][1] = "prompt 3, watercolor"
+    dead = {"shard": "00000", "id": "r3", "generation": 2, "reason": "changed"}
+    pq.write_table(pa.Table.from_pylist([dead, dead]), data.plan_file(0, "retired"))  # twice
+    index = read_index(data).to_pylist()
+    index[3]["shard"] = "00002"  # the dead attempt's new shard, which no manifest names
+    pq.write_table(
+        pa.Table.from_pylist(index, schema=read_index(data).schema), data.plan_file(0, "index")
+    )
+    assert read_retired(data).num_rows == 0  # an uncommitted generation is not the plan's
+    second = _plan(tmp_path, data, changed, shard_size=10)
+    assert [s.name for s in second.shards] == ["00000", "00001", "00002"]
+    assert second.generation == 2 and (second.generations[-1].changed, first.rows_valid) == (1, 20)
+    assert read_retired(data).to_pylist() == [
+        {"shard": "00000", "id": "r3", "generation": 2, "reason": "changed"}
+    ]
+    assert sorted(read_index(data)["id"].to_pylist()) == sorted(r[0] for r in changed)
+    assert not data.plan_file(0, "index").exists() and not data.generation_dir(1).exists()

@@ -116,6 +116,27 @@ def test_breaker_opens_on_distinct_urls_of_a_quiet_host_and_probes_once_per_cool
     assert b.state().state == OPEN
 
 
+def test_a_name_that_does_not_resolve_is_not_a_refused_connection(tmp_path, data, fast_settings):
+    """A resolver's blip fails every host at once: its rows get ``dns_error`` (retryable, with
+    its own fix), and the breaker waits out the quiet period as for timeouts, instead of
+    marking the host down at the first failures as nothing-listens-there would. (RFC 6761:
+    ``.invalid`` never resolves.)"""
+    s = fast_settings.model_copy(
+        update={"host_failure_threshold": 3, "host_quiet_seconds": 3600.0, "fetch_retries": 0}
+    )
+    urls = [f"http://dns-blip.invalid/img/d{i}" for i in range(8)]
+    _setup(tmp_path, data, urls, shard_size=len(urls))
+    stats = run_shard("00000", data, s)
+    assert stats.by_status == {"dns_error": 8}  # all requested: none cut off as host_down
+    assert breaker("dns-blip.invalid:80", s).state().state == CLOSED
+    assert "check this machine's DNS" in format_status(status(data))
+    refused = f"http://127.0.0.1:{free_port()}/img/r"
+    changed = _setup(tmp_path, data, [f"{refused}{i}" for i in range(8)], shard_size=8)
+    one_by_one = s.model_copy(update={"fetch_workers": 1})
+    again = run_shard(changed.shards[-1].name, data, one_by_one)
+    assert again.by_status == {"connection_error": 3, "host_down": 5}  # refused: down at once
+
+
 def test_a_new_process_that_never_heard_the_host_waits_out_the_quiet_period():
     """Its first requests time out because the machine is busy: that is not a dead host until
     the silence has lasted ``quiet`` seconds since the breaker's first use."""

@@ -70,10 +70,13 @@ def test_text_search_hits_carry_cached_thumbnails(page, rows):
     top = body["hits"][0]
     assert HIT_KEYS | META_KEYS | {"thumbnail", "image"} == set(top)
     assert top["id"] == "p0005" and top["distance"] < 1e-4 and top["prompt"] == row["prompt"]
-    assert top["source_site"] == row["source_site"] and top["thumbnail"] == "/img/p0005"
+    assert top["source_site"] == row["source_site"]
+    assert top["thumbnail"].startswith("/img/p0005?v=")  # the version: a changed image, a new link
     img = get(page, top["thumbnail"])
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
-    assert "max-age" in img.headers["cache-control"] and img.content[:2] == b"\xff\xd8"
+    assert "immutable" in img.headers["cache-control"] and img.content[:2] == b"\xff\xd8"
+    bare = get(page, "/img/p0005")  # an address without the version: the browser asks again
+    assert bare.content == img.content and bare.headers["cache-control"] == "no-cache"
     again = requests.get(
         page.url + top["thumbnail"], headers={"If-None-Match": img.headers["etag"]}, timeout=60
     )

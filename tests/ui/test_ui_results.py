@@ -86,7 +86,9 @@ def cached(tmp_path) -> Settings:
 
 
 def test_inline_thumbnails_are_small_jpegs_from_the_cache(cached):
-    thumbs = thumbnails(["r1", "r 2/x", "missing"], cached)
+    hits = [("r1", "http://x/1"), ("r 2/x", "http://x/2"), ("missing", "http://x/3")]
+    assert thumbnails([("r1", "http://x/old")], cached) == {}  # another version of the row
+    thumbs = thumbnails(hits, cached)
     assert set(thumbs) == {"r1", "r 2/x"}
     head, data = thumbs["r1"].src.split(",", 1)
     assert head == "data:image/jpeg;base64" and thumbs["r1"].link is None
@@ -99,18 +101,19 @@ def test_inline_thumbnails_are_small_jpegs_from_the_cache(cached):
 
 def test_thumbnails_link_to_the_search_page_when_it_runs(cached):
     ui = cached.model_copy(update={"ui_url": "http://pl.example:8700/"})
-    thumbs = thumbnails(["r1", "r 2/x"], ui)
-    assert thumbs["r 2/x"].src == "http://pl.example:8700/img/r%202%2Fx"
+    thumbs = thumbnails([("r1", "http://x/1"), ("r 2/x", "http://x/2")], ui)
+    assert thumbs["r 2/x"].src.startswith("http://pl.example:8700/img/r%202%2Fx?v=")
     assert thumbs["r1"].link == "http://pl.example:8700/?like=r1&target=images"
     _, _, row = hits_markdown([Hit("r1", "p", "", 0.1)], thumbs)
     (a, a_attrs), (img, img_attrs) = tags_of(cells(row)[1])
     assert (a, a_attrs["href"]) == ("a", thumbs["r1"].link)
-    assert (img, img_attrs["src"]) == ("img", "http://pl.example:8700/img/r1")
+    assert (img, img_attrs["src"]) == ("img", thumbs["r1"].src)
+    assert thumbs["r1"].src.startswith("http://pl.example:8700/img/r1?v=")
 
 
 def test_no_cache_yet_means_no_thumbnails_and_no_cache_made(tmp_path):
     settings = Settings(data_dir=tmp_path / "empty")
-    assert thumbnails(["r1"], settings) == {}
+    assert thumbnails([("r1", "http://x/1")], settings) == {}
     assert not (tmp_path / "empty").exists()
 
 
