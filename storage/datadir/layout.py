@@ -20,6 +20,26 @@ class DataDir:
     def __repr__(self) -> str:
         return f"DataDir({str(self.root)!r})"
 
+    def relative(self, path: Path) -> str:
+        """``path`` (absolute) as recorded in the data dir's state: relative to the root when
+        it lies under it (the data dir may move), else as it is."""
+        return (
+            path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+        )
+
+    def moved_path(self, text: str, was: str | None = None) -> str:
+        """A path recorded by :meth:`relative` (or, in older records, an absolute path under
+        the data dir's former place ``was``) as a path under this data dir. Anything else — a
+        URL, ``kaggle:…``, a path elsewhere — is returned as it is."""
+        if "://" in text or text.startswith("kaggle:"):
+            return text
+        path = Path(text)
+        if not path.is_absolute():
+            return str(self.root / path)
+        if was and path.is_relative_to(was):
+            return str(self.root / path.relative_to(was))
+        return text
+
     @property
     def source_dir(self) -> Path:
         return self.root / "source"

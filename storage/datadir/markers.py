@@ -60,6 +60,10 @@ class Markers:
         """Every marked shard's stats, by shard name (one read of each marker file)."""
         return {name: ShardStats.from_dict(read_json(path)) for name, path in self._files(".json")}
 
+    def names(self) -> set[str]:
+        """The marked shards' names: one listing of the folder, no marker read."""
+        return {name for name, _ in self._files(".json")}
+
     def failures(self) -> dict[str, str]:
         """Why each failed shard failed, by shard name."""
         return {name: read_json(path).get("error", "") for name, path in self._files(".error.json")}
