@@ -99,7 +99,7 @@ def plan_manifest(data: DataDir) -> PlanManifest:
 
 
 def _run(params: dict, timeout: float = 300):
-    return run_deployment("ingest/ingest", parameters={"params": params}, timeout=timeout)
+    return run_deployment("ingest/ingest", parameters=params, timeout=timeout)
 
 
 def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
@@ -153,7 +153,7 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     runs = [
         run_deployment(
             "search/search",
-            parameters={"params": {"text": p, "data_dir": str(data.root), "k": 3}},
+            parameters={"text": p, "data_dir": str(data.root), "k": 3},
             timeout=0,
         )
         for p in prompts

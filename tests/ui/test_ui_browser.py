@@ -231,9 +231,12 @@ def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefec
     where = {"data_dir": str(store.data_dir), "clip_model": store.clip_model, "origin": "dataset"}
     with temporary_settings({PREFECT_API_URL: f"{prefect_ui}/api"}):
         runs = [
-            search_flow(SearchParams(text="a cat", k=8, **where), return_state=True),
+            search_flow(
+                **SearchParams(text="a cat", k=8, **where).flow_kwargs(), return_state=True
+            ),
             refine_flow(
-                RefineParams(idea="a cat", n=3, k=8, llm="offline", **where), return_state=True
+                **RefineParams(idea="a cat", n=3, k=8, llm="offline", **where).flow_kwargs(),
+                return_state=True,
             ),
         ]
         arts = [
