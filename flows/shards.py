@@ -71,7 +71,7 @@ class ProcessRunner(ProcessPoolTaskRunner):
     shards: what they wrote is whole (outputs first, markers last), the rest runs next time."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        super().__init__(max_workers=max_workers, initializer=_init_worker)
+        super().__init__(max_workers=max_workers, initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, task: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         with stop.sigint_blocked():  # its helper threads, and the workers they start, inherit it
@@ -85,15 +85,16 @@ class ProcessRunner(ProcessPoolTaskRunner):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     stop.ignore_interrupts()
     quiet_completions()
-    _end_with(os.getppid())
+    _end_with(parent)
 
 
 def _end_with(parent: int) -> None:
-    """End this worker soon after the flow's process is gone (killed by SIGKILL, say): the
-    data dir's lock died with it, and the next ingest must not meet this worker's writes."""
+    """End this worker soon after the flow's process ``parent`` is gone (killed by SIGKILL, say;
+    maybe before this worker even started): the data dir's lock died with it, and the next
+    ingest must not meet this worker's writes."""
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,9 +23,7 @@ from tests.helpers.ui_server import (
     FEEDBACK_IDEA,
     PageServer,
     build_store,
-    free_port,
     page_service,
-    wait_for,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -194,32 +190,6 @@ def drop_file(page, selector: str, data: bytes, name: str) -> None:
         }""",
         [selector, base64.b64encode(data).decode(), name],
     )
-
-
-@pytest.fixture(scope="module")
-def prefect_ui(tmp_path_factory):
-    """A real Prefect server with its UI (the test harness serves no UI)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_UI_API_URL": f"{url}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    log = home / "server.log"
-    with open(log, "wb") as out:  # a pipe nobody reads could fill and stop the server
-        proc = subprocess.Popen(
-            [*cmd, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(f"{url}/api/health", proc).raise_for_status()
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
-    yield url
-    proc.terminate()
-    proc.wait(timeout=60)
 
 
 def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefect_ui, store):
