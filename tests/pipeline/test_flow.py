@@ -87,6 +87,31 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert sorted(progress) == ["embed-progress", "fetch-progress", "load-progress"]
     assert [float(a.data) for a in progress.values()] == [100.0, 100.0, 100.0]
     assert progress["fetch-progress"].description == "fetch: 3 of 3 shards finished (100%)"
+    if runner == "thread":
+        _reruns_make_task_runs_only_for_what_is_missing(params)
+
+
+def _reruns_make_task_runs_only_for_what_is_missing(params: IngestParams) -> None:
+    """Nothing new: no task run per finished shard; one load marker gone: one load task run."""
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    def sharded_task_runs(state) -> list[str]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+            )
+        return sorted(r.name.rsplit("-", 1)[0] for r in runs if not r.name.startswith(SINGLE))
+
+    again = ingest(**params.flow_kwargs(), return_state=True)
+    assert again.is_completed() and sharded_task_runs(again) == []
+    assert [st.already for st in again.result().stages] == [3, 3, 3]
+    Markers(DataDir(params.data_dir), "load").path("00001").unlink()
+    again = ingest(**params.flow_kwargs(), return_state=True)
+    assert again.is_completed() and sharded_task_runs(again) == ["load"]
+    assert set(Markers(DataDir(params.data_dir), "load").all_done()) == {"00000", "00001", "00002"}
+
+
+SINGLE = ("download", "plan", "load-reconcile", "index")
 
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
