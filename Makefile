@@ -5,7 +5,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install test lint format demo ui bench-fetch bench-embed bench-search bench-refine bench-ui \
-	bench-turns bench-folder bench-pipeline clean distclean
+	bench-turns bench-folder bench-pipeline bench-noop clean distclean
 
 install: $(VENV)/.installed
 
@@ -91,3 +91,7 @@ bench-turns: install
 # rates, orchestration overhead, memory per process, disk, status and searches
 bench-pipeline: install
 	$(PY) benchmarks/pipeline.py $(BENCH_ARGS)
+
+# a rerun with nothing new (300 finished shards) against an empty run, in the same invocation
+bench-noop: install
+	$(PY) benchmarks/noop.py $(BENCH_ARGS)

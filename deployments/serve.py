@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from promptlake.flows.feedback import feedback_flow
 from promptlake.flows.ingest import ingest, resume
@@ -18,8 +19,8 @@ TAGS = ["promptlake"]
 
 def deployments(settings: Settings) -> list:
     """ingest (manual, full form), resume, feedback (cron), search and refine (ad hoc). Their
-    parameters left unset resolve from the serving process's settings when a run starts."""
-    data: dict = {}  # every field optional: runs need no parameter at all
+    parameters left blank resolve from the serving process's settings when a run starts: the
+    forms carry no value of this process."""
     return [
         ingest.to_deployment(
             name="ingest",
@@ -30,7 +31,6 @@ def deployments(settings: Settings) -> list:
         resume.to_deployment(
             name="resume",
             tags=TAGS,
-            parameters={"params": data},
             description="Rerun the failed and missing shards of a data dir with its last "
             "ingest's parameters; optionally re-fetch failed rows.",
         ),
@@ -38,20 +38,17 @@ def deployments(settings: Settings) -> list:
             name="feedback",
             tags=TAGS,
             cron=settings.feedback_cron,
-            parameters={"params": data},
             description="Refine weakly served searches and given ideas into new prompts (and "
             "images) written back with their lineage.",
         ),
         search_flow.to_deployment(
             name="search",
             tags=TAGS,
-            parameters={"params": data},
             description="Search prompts or images by text and/or image; results with thumbnails.",
         ),
         refine_flow.to_deployment(
             name="refine",
             tags=TAGS,
-            parameters={"params": data},
             description="Better prompts for an idea, drawn from the nearest ones.",
         ),
         *folder_deployments(settings),
@@ -70,8 +67,12 @@ def folder_deployments(settings: Settings) -> list:
             tags=TAGS,
             cron=settings.watch_cron,
             interval=None if settings.watch_cron else settings.watch_interval,
-            concurrency_limit=1,
-            parameters={"params": {"source": str(settings.watch_folder.resolve())}},
+            # an overlapping scheduled run is cancelled before it takes a slot; one started
+            # meanwhile elsewhere (CLI, another deployment) makes it skip (flows/holding.py)
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            parameters={"source": str(settings.watch_folder.resolve())},
             description=f"Keep the store equal to the folder {settings.watch_folder}: new, "
             "replaced and deleted images are ingested on a schedule.",
         )

@@ -5,7 +5,20 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from promptlake.flows.params import FeedbackParams
+from promptlake.flows.form import BLANK
+from promptlake.flows.params import (
+    DataDirOfStore,
+    FeedbackParams,
+    Generate,
+    Ideas,
+    Llm,
+    MaxInputs,
+    RefineK,
+    RefineN,
+    StoreClip,
+    StoreUrl,
+    UseSearches,
+)
 from promptlake.flows.results import md_text
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import ShardStats
@@ -20,15 +33,28 @@ class FeedbackFailed(RuntimeError):
 
 
 @flow(name="feedback", log_prints=True)
-def feedback_flow(params: FeedbackParams) -> list[ShardStats]:
+def feedback_flow(
+    ideas: Ideas = BLANK,
+    *,
+    data_dir: DataDirOfStore = BLANK,
+    use_searches: UseSearches = True,
+    max_inputs: MaxInputs = BLANK,
+    n: RefineN = BLANK,
+    k: RefineK = BLANK,
+    llm: Llm = "auto",
+    generate: Generate = False,
+    clip_model: StoreClip = BLANK,
+    store_url: StoreUrl = BLANK,
+) -> list[ShardStats]:
     """Refine weakly served searches and given ideas into new prompts (and images) with their
     lineage; inputs already done are skipped, so a repeated run adds nothing twice."""
+    params = FeedbackParams.of_call(locals())
     settings = query_settings(params.settings())
     data = DataDir(settings.data_dir)
     inputs = pick_inputs(
         data,
         settings,
-        ideas=params.ideas,
+        ideas=params.ideas or [],
         limit=settings.feedback_max_inputs,
         searches=params.use_searches,
     )

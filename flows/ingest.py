@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,9 +12,34 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
+from prefect.states import State
 from prefect.task_runners import TaskRunner
 
-from promptlake.flows.params import IngestParams, ResumeParams
+from promptlake.flows import holding
+from promptlake.flows.form import BLANK
+from promptlake.flows.params import (
+    AllowFileUrls,
+    ClipModel,
+    DaskAddress,
+    DataDirP,
+    Device,
+    FetchWorkers,
+    Force,
+    IngestParams,
+    Limit,
+    Progress,
+    ResumeDataDir,
+    ResumeParams,
+    ResumeRunner,
+    RetryFailed,
+    RunnerP,
+    ShardConcurrency,
+    ShardSize,
+    Source,
+    StoreUrl,
+    Until,
+    Wait,
+)
 from promptlake.flows.shards import (
     Stage,
     StageResult,
@@ -24,6 +51,7 @@ from promptlake.flows.shards import (
 from promptlake.settings import Settings, min_free_bytes
 from promptlake.storage.datadir import activity
 from promptlake.storage.datadir.diskspace import DiskFull
+from promptlake.storage.datadir.ingest_lock import DataDirBusy
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.records import PlanManifest, SourceInfo
 from promptlake.storage.datadir.status import fetch_notes, shard_ranges
@@ -34,6 +62,7 @@ from promptlake.tasks.index import index_task
 from promptlake.tasks.load import load_task, reconcile_task
 from promptlake.tasks.plan import plan_task
 from promptlake.tasks.runtime.disk import prepare
+from promptlake.tasks.runtime.todo import entry_stages
 
 
 class ShardsFailed(RuntimeError):
@@ -92,13 +121,73 @@ def _stages(p: IngestParams, s: Settings, local: TaskRunner) -> list[Stage]:
 
 
 @flow(name="ingest", log_prints=True)
-def ingest(params: IngestParams) -> IngestSummary:
-    """Ingest a prompt dataset into the data dir, up to ``params.until``; safe to rerun."""
-    data = DataDir(params.settings().data_dir)
-    prepare(data, params.settings())  # the disk's floor free, the ballast for failure records
-    params.record(data)
-    with activity.running(data, f"ingest {params.source} (until {params.until})"):
-        summary = _run_stages(params, data)
+def ingest(
+    source: Source,
+    *,
+    data_dir: DataDirP = BLANK,
+    shard_size: ShardSize = BLANK,
+    limit: Limit = BLANK,
+    until: Until = "index",
+    retry_failed: RetryFailed = False,
+    force: Force = False,
+    shard_concurrency: ShardConcurrency = BLANK,
+    runner: RunnerP = BLANK,
+    dask_address: DaskAddress = BLANK,
+    clip_model: ClipModel = BLANK,
+    device: Device = BLANK,
+    store_url: StoreUrl = BLANK,
+    fetch_workers: FetchWorkers = BLANK,
+    wait: Wait = BLANK,
+    allow_file_urls: AllowFileUrls = BLANK,
+    progress: Progress = False,
+) -> IngestSummary | State:
+    """Ingest a prompt dataset into the data dir, up to ``until``; safe to rerun. What is left
+    blank resolves in the process that runs it (its PROMPTLAKE_* settings)."""
+    return run_ingest(IngestParams.of_call(locals()), record=True)
+
+
+@flow(name="resume", log_prints=True)
+def resume(
+    data_dir: ResumeDataDir = BLANK,
+    *,
+    retry_failed: RetryFailed = False,
+    runner: ResumeRunner = BLANK,
+    wait: Wait = BLANK,
+    progress: Progress = False,
+) -> IngestSummary | State:
+    """Rerun the failed and missing shards of a data dir with its last ingest's parameters
+    (finished shards are skipped by their markers)."""
+    params = ResumeParams.of_call(locals())
+    saved = IngestParams.recorded(DataDir(params.settings().data_dir))
+    update: dict[str, Any] = {
+        "retry_failed": params.retry_failed,
+        "progress": params.progress,
+        "wait": params.wait,
+    }
+    if params.runner:
+        update["runner"] = params.runner
+    return run_ingest(saved.model_copy(update=update), record=False)
+
+
+def run_ingest(params: IngestParams, *, record: bool) -> IngestSummary | State:
+    """The ingest of ``params``, holding its data dir meanwhile (``record``: for ``resume``).
+    While another ingest holds it, a scheduled run skips; any other waits its turn, bounded."""
+    settings = params.settings()
+    data = DataDir(settings.data_dir)
+    what = f"ingest {params.source} (until {params.until})"
+    scheduled = holding.scheduled()
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(holding.data_dir(data, what, settings, scheduled=scheduled))
+        except DataDirBusy as busy:
+            if not scheduled:
+                raise
+            return holding.skipped(busy)
+        prepare(data, settings)  # the disk's floor free, the ballast for failure records
+        if record:
+            params.record(data)
+        with activity.running(data, what):
+            summary = _run_stages(params, data)
     _report(summary, params, data)
     if summary.failed:
         raise run_failed(summary.failed, data)
@@ -118,7 +207,7 @@ def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
         settings.shard_size,
         params.limit,
         force=params.force,
-        size_given="shard_size" in settings.model_fields_set,
+        size_given=params.shard_size is not None,  # the environment's size is not "given"
         min_free=min_free_bytes(settings),
     )
     check_rows(plan, source)
@@ -126,11 +215,7 @@ def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
         with make_runner("thread", 1) as local:
             stages = _stages(params, settings, local)
             shards = [s.name for s in plan.shards]
-            workers = sum(st.limit for st in stages if st.runner is None)
-            with make_runner(settings.runner, workers, settings.dask_address) as runner:
-                summary.stages = run_pipeline(
-                    stages, shards, runner=runner, progress=params.progress
-                )
+            summary.stages = _run_shards(stages, shards, params, settings, data)
             if params.runs("load") and not summary.failed:
                 result_of(
                     local.submit(
@@ -143,6 +228,21 @@ def _run_stages(params: IngestParams, data: DataDir) -> IngestSummary:
                     local.submit(index_task, {"data_dir": data_dir, "settings": settings})
                 )
     return summary
+
+
+def _run_shards(
+    stages: list[Stage], shards: list[str], params: IngestParams, s: Settings, data: DataDir
+) -> list[StageResult]:
+    """The shards with work left, each from its first unfinished stage; the finished ones make
+    no task run (nor does a run with nothing to do start any worker)."""
+    names = [st.task.name for st in stages]
+    todo = entry_stages(data, shards, names, s, rerun=params.force or params.retry_failed)
+    workers = sum(st.limit for st in stages if st.runner is None)
+    run = functools.partial(run_pipeline, stages, todo, total=len(shards), progress=params.progress)
+    if not todo:
+        return run(runner=None)
+    with make_runner(s.runner, workers, s.dask_address) as runner:
+        return run(runner=runner)
 
 
 def check_rows(plan: PlanManifest, source: SourceInfo) -> None:
@@ -206,8 +306,8 @@ def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None
         ok = sum(s.ok for s in res.done.values())
         bad = sum(s.failed for s in res.done.values())
         md.append(
-            f"- {res.stage}: {len(res.done)} shards done, {len(res.failed)} failed; "
-            f"rows {ok:,} ok, {bad:,} failed"
+            f"- {res.stage}: {len(res.done)} shards done, {len(res.failed)} failed, "
+            f"{res.already} done before; rows {ok:,} ok, {bad:,} failed"
         )
         if res.stage == "fetch":  # dead hosts, shards where nothing was fetched: loudly
             md += [f"  - **{note}**" for note in fetch_notes(res.done)]
@@ -220,18 +320,3 @@ def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None
     create_markdown_artifact("\n".join(md), key="ingest-report", description="Ingest summary")
     publish_summary(summary.stages, key="ingest-shards")
     get_run_logger().info("\n".join(md))
-
-
-@flow(name="resume", log_prints=True)
-def resume(params: ResumeParams) -> IngestSummary:
-    """Rerun the failed and missing shards of a data dir with its last ingest's parameters
-    (finished shards are skipped by their markers)."""
-    saved = IngestParams.recorded(DataDir(params.settings().data_dir))
-    update: dict[str, Any] = {
-        "retry_failed": params.retry_failed,
-        "force": False,
-        "progress": params.progress,
-    }
-    if params.runner:
-        update["runner"] = params.runner
-    return ingest(saved.model_copy(update=update))

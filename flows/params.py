@@ -1,19 +1,22 @@
-"""Flow parameters as pydantic models: the Prefect UI renders them as forms.
+"""Flow parameters: one typed record per flow, and the field types its flow declares.
 
-A parameter that mirrors a setting (``shard_size``, ``data_dir``, ``k``…) is declared with
-:func:`setting`: left unset it stays ``None`` and resolves from ``Settings`` — the environment of
-the process that runs the flow (``promptlake serve``, a worker, the CLI) — at run time. Defaults
-live in ``Settings`` only.
+Each flow takes its parameters flat (``prefect deployment run ingest/ingest -p source=…``), as
+keyword arguments annotated with the types below, and turns them into its record here
+(``IngestParams.of_call(locals())``). A parameter that mirrors a setting is None when not given
+and resolves from ``Settings`` in the process that runs the flow (``promptlake serve``, a
+worker, the CLI); see flows/form.py for how the Prefect UI's forms keep it blank.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from promptlake.settings import LLMChoice, Settings, get_settings, local_model_path
+from promptlake.flows.form import FlowParams, Hidden, Param
+from promptlake.settings import LLMChoice, Settings
 from promptlake.storage.datadir.layout import DataDir, read_json, write_json
 from promptlake.storage.datadir.records import STAGES
 from promptlake.storage.store import Filters
@@ -21,108 +24,100 @@ from promptlake.storage.store.urls import parse_store_url
 
 Stage = Literal["download", "plan", "fetch", "embed", "load", "index"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
+Runner = Literal["thread", "process", "dask"]
+Count = Annotated[int, Field(ge=1)]
 
-
-class _FromSetting:
-    """JSON-schema hook of a :func:`setting` field: a plain input (no "null" switch) showing the
-    setting's current value as its default."""
-
-    def __init__(self, name: str) -> None:
-        self.setting = name
-
-    def __call__(self, schema: dict[str, Any]) -> None:
-        branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
-        if len(branches) == 1:
-            schema.update(branches[0])
-        value = getattr(Settings(), self.setting)
-        schema.pop("default", None)
-        if value is not None:  # what the run would use if the field stays as it is
-            schema["default"] = str(value.resolve()) if isinstance(value, Path) else value
-
-
-def setting(name: str, description: str, **constraints: Any) -> Any:
-    """A parameter that overrides ``Settings.<name>`` when given, and is that setting when not."""
-    if name not in Settings.model_fields:
-        raise ValueError(f"no setting named {name!r}")
-    env = f"PROMPTLAKE_{name.upper()}"
-    return Field(
-        None,
-        description=f"{description} Unset: {env} of the process that runs it.",
-        json_schema_extra=_FromSetting(name),
-        **constraints,
-    )
-
-
-class FlowParams(BaseModel):
-    """Parameters of one flow; ``settings()`` is what the run uses."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt parameter is an error, not ignored
-
-    def settings(self, **overrides: Any) -> Settings:
-        """Settings from the environment, with every parameter the user set on top."""
-        given = {}
-        for name, field in type(self).model_fields.items():
-            hook = field.json_schema_extra
-            if isinstance(hook, _FromSetting) and getattr(self, name) is not None:
-                given[hook.setting] = getattr(self, name)
-        return get_settings(**given, **overrides)
-
-    @field_validator("store_url", check_fields=False)
-    @classmethod
-    def _no_password(cls, url: str | None) -> str | None:
-        """Parameters show in the Prefect UI and in state files: a password must not travel
-        in them."""
-        if url and parse_store_url(url).password:
-            raise ValueError(
-                "a store URL given as a parameter must not carry a password (parameters show in "
-                "the Prefect UI): set PROMPTLAKE_STORE_URL with the password in the environment "
-                "of the process that runs the flow"
-            )
-        return url
-
-    @field_validator("clip_model", check_fields=False)
-    @classmethod
-    def _model_path(cls, name: str | None) -> str | None:
-        """A local model folder travels as its absolute path (into ``state/ingest.json`` too),
-        resolved by the process that validates the parameters: the one that runs the flow."""
-        return local_model_path(name) if name else name
+# the fields, each written once: the models below and the flows' signatures share them
+Source = Annotated[
+    str,
+    Param(
+        "Local .csv/.csv.gz/.parquet path, a folder of generated images (prompts from their "
+        "A1111/ComfyUI metadata), an http(s) URL, or kaggle:owner/dataset."
+    ),
+]
+DataDirP = Annotated[str | None, Param("Data directory of every stage's output.", "data_dir")]
+ShardSize = Annotated[
+    Annotated[int, Field(ge=1, le=1_000_000)] | None,
+    Param(
+        "Valid rows per shard.",
+        "shard_size",
+        blank="the data dir's own size; a new data dir, PROMPTLAKE_SHARD_SIZE",
+    ),
+]
+Limit = Annotated[Count | None, Param("Read only the first N rows.")]
+Until = Annotated[Stage, Param("Last stage to run.")]
+RetryFailed = Annotated[bool, Param("Also re-fetch the failed rows of finished shards.")]
+Force = Annotated[bool, Param("Redo finished shards (re-plans from scratch).")]
+ShardConcurrency = Annotated[
+    Annotated[int, Field(ge=1, le=64)] | None,
+    Param("Shards processed at once.", "shard_concurrency"),
+]
+RunnerP = Annotated[
+    Runner | None,
+    Param(
+        "Shard tasks in threads of the flow's process, in worker processes (true parallelism), "
+        "or on a Dask cluster (see dask_address).",
+        "runner",
+    ),
+]
+DaskAddress = Annotated[
+    str | None, Param("Scheduler address (tcp://host:8786) for runner dask.", "dask_address")
+]
+ClipModel = Annotated[str | None, Param("CLIP hub name or local directory.", "clip_model")]
+StoreClip = Annotated[
+    str | None, Param("CLIP model.", "clip_model", blank="the model the store was built with")
+]
+Device = Annotated[str | None, Param("auto, cpu, cuda, cuda:N or mps.", "device")]
+StoreUrl = Annotated[
+    str | None,
+    Param(
+        "chdb:///path, clickhouse://… or myscale://… (no password: that stays in "
+        "PROMPTLAKE_STORE_URL).",
+        "store_url",
+        blank="PROMPTLAKE_STORE_URL of the process that runs it, else the data dir's own store",
+    ),
+]
+FetchWorkers = Annotated[
+    Annotated[int, Field(ge=1, le=512)] | None, Param("HTTP threads per shard.", "fetch_workers")
+]
+Wait = Annotated[
+    Annotated[float, Field(ge=0, le=7 * 24 * 3600)] | None,
+    Param(
+        "Seconds to wait while another ingest holds the data dir (0: fail at once).",
+        "ingest_wait",
+        blank="PROMPTLAKE_INGEST_WAIT of the process that runs it, else 600",
+    ),
+]
+# not in the forms: a worker's operator allows file:// URLs (README), and the v1 form would
+# send an untouched switch as false, overriding PROMPTLAKE_ALLOW_FILE_URLS
+AllowFileUrls = Hidden[
+    Annotated[bool | None, Param("Allow file:// image URLs.", "allow_file_urls")]
+]
+Progress = Hidden[bool]  # tqdm bars: for terminals, not forms
 
 
 class IngestParams(FlowParams):
     """What to ingest and how far."""
 
-    source: str = Field(
-        ...,
-        description="Local .csv/.csv.gz/.parquet path, a folder of generated images (prompts "
-        "from their A1111/ComfyUI metadata), an http(s) URL, or kaggle:owner/dataset",
-        examples=["kaggle:tanreinama/900k-diffusion-prompts-dataset"],
-    )
-    data_dir: str | None = setting("data_dir", "Data directory for every stage's output.")
-    shard_size: int | None = setting("shard_size", "Valid rows per shard.", ge=1, le=1_000_000)
-    limit: int | None = Field(None, ge=1, description="Read only the first N rows.")
-    until: Stage = Field("index", description="Last stage to run.")
-    retry_failed: bool = Field(False, description="Re-fetch failed rows of finished shards.")
-    force: bool = Field(False, description="Redo finished shards (re-plans from scratch).")
-    shard_concurrency: int | None = setting(
-        "shard_concurrency", "Shards processed at once.", ge=1, le=64
-    )
-    runner: Literal["thread", "process", "dask"] | None = setting(
-        "runner",
-        "Run shard tasks in threads of the flow's process, in worker processes (true "
-        "parallelism), or on a Dask cluster (see dask_address).",
-    )
-    dask_address: str | None = setting(
-        "dask_address", "Scheduler address (tcp://host:8786) for runner=dask; none: local."
-    )
-    clip_model: str | None = setting("clip_model", "CLIP hub name or local directory.")
-    device: str | None = setting("device", "auto, cpu, cuda, cuda:N or mps.")
-    store_url: str | None = setting(
-        "store_url",
-        "chdb:///path (default: the store in the data dir), clickhouse://… or myscale://…",
-    )
-    fetch_workers: int | None = setting("fetch_workers", "HTTP threads per shard.", ge=1, le=512)
-    allow_file_urls: bool | None = setting("allow_file_urls", "Allow file:// image URLs.")
-    progress: bool = Field(False, description="Show tqdm bars (for terminals).")
+    MAIN: ClassVar[str] = "source"
+
+    source: Source
+    data_dir: DataDirP = None
+    shard_size: ShardSize = None
+    limit: Limit = None
+    until: Until = "index"
+    retry_failed: RetryFailed = False
+    force: Force = False
+    shard_concurrency: ShardConcurrency = None
+    runner: RunnerP = None
+    dask_address: DaskAddress = None
+    clip_model: ClipModel = None
+    device: Device = None
+    store_url: StoreUrl = None
+    fetch_workers: FetchWorkers = None
+    wait: Wait = None
+    allow_file_urls: AllowFileUrls = None
+    progress: Progress = False
 
     def settings(self, **overrides: Any) -> Settings:
         """A folder of images is read through file:// URLs: allowed unless the user said no."""
@@ -131,24 +126,23 @@ class IngestParams(FlowParams):
         return super().settings(**overrides)
 
     def record(self, data: DataDir) -> None:
-        """Remember this ingest in ``data``, for ``resume``: what the user set; the rest resolves
-        again when resuming (the shard size from the plan itself). A source inside the data dir
-        is recorded relative to it, so the data dir can move (``data_dir`` is only a note)."""
-        update = {
-            "force": False,
-            "retry_failed": False,
-            "progress": False,
-            "data_dir": str(data.root),
-        }
+        """Remember this ingest in ``data``, for ``resume``: only what was given (what was not
+        resolves afresh when resuming, the shard size from the plan itself); never the data
+        dir, and paths inside it relative to it, so that it can move."""
+        kept = self.model_dump(mode="json", exclude_none=True, exclude=NOT_RECORDED)
         if Path(self.source).expanduser().exists():  # a deployment may run in another directory
-            update["source"] = data.relative(Path(self.source).expanduser().resolve())
-        write_json(data.ingest_record, self.model_copy(update=update).model_dump(mode="json"))
+            kept["source"] = data.relative(Path(self.source).expanduser().resolve())
+        if self.store_url and parse_store_url(self.store_url).scheme == "chdb":
+            path = Path(parse_store_url(self.store_url).path).resolve()
+            kept["store_url"] = f"chdb://{data.relative(path)}"
+        write_json(data.ingest_record, {"format": RECORD_FORMAT, **kept})
 
     @classmethod
-    def recorded(cls, data: DataDir) -> IngestParams:
+    def recorded(cls, data: DataDir, say: Callable[[str], None] = print) -> IngestParams:
         """The parameters of the last ingest into ``data``, in ``data`` wherever it was when
-        they were recorded (a moved data dir resumes in place: the recorded ``data_dir`` is
-        never followed; paths under it are taken as paths under ``data``)."""
+        they were recorded. A record from before format 2 also holds values that were not given
+        (pre-filled forms): its data dir and shard size are dropped, the rest kept (``say``
+        tells which)."""
         if not data.ingest_record.exists():
             raise FileNotFoundError(
                 f"no ingest was started in {data.root} ({data.ingest_record} is missing): run "
@@ -157,13 +151,14 @@ class IngestParams(FlowParams):
         saved = read_json(data.ingest_record)
         if "model" in saved:  # recorded before the field took the setting's name
             saved["clip_model"] = saved.pop("model")
-        was = saved.get("data_dir")
-        saved["data_dir"] = str(data.root)
+        was = saved.pop("data_dir", None)
+        if saved.pop("format", 1) < RECORD_FORMAT:
+            saved = _legacy(saved, data, say)
         saved["source"] = data.moved_path(saved["source"], was)
         url = saved.get("store_url")
         if url and parse_store_url(url).scheme == "chdb":
             saved["store_url"] = f"chdb://{data.moved_path(parse_store_url(url).path, was)}"
-        return cls.model_validate(saved)
+        return cls.model_validate({**saved, "data_dir": str(data.root)})
 
     @property
     def image_folder(self) -> bool:
@@ -175,36 +170,64 @@ class IngestParams(FlowParams):
         return STAGES.index(stage) <= STAGES.index(self.until)
 
 
-def _main_first(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """The form shows the model's main field (a search's text, a refine's idea) first."""
-    main = getattr(model, "MAIN", None)
-    props = schema.get("properties", {})
-    if main in props:
-        schema["properties"] = {main: props[main]} | {k: v for k, v in props.items() if k != main}
+RECORD_FORMAT = 2  # state/ingest.json: 2 records only what was given
+# this run's own, not the data dir's (and the data dir itself: it may move)
+NOT_RECORDED = {"data_dir", "force", "retry_failed", "progress", "wait"}
+
+
+def _legacy(saved: dict[str, Any], data: DataDir, say: Callable[[str], None]) -> dict[str, Any]:
+    """A format-1 record: it cannot tell given values from pre-filled ones. The shard size goes
+    (the plan keeps its own), so do this run's flags; other values stay as given — safer than
+    embedding with another model — and the log says how to drop them."""
+    kept = {k: v for k, v in saved.items() if k not in {"shard_size", *NOT_RECORDED}}
+    named = sorted(k for k, v in kept.items() if v is not None and k not in ("source", "until"))
+    if named:
+        say(
+            f"resume: {data.ingest_record} predates format 2; kept "
+            f"{', '.join(f'{k}={kept[k]}' for k in named)} as given — delete those keys to "
+            "resolve them from this process's environment"
+        )
+    return kept
+
+
+DataDirOfStore = Annotated[str | None, Param("Data directory the store was built in.", "data_dir")]
+Image = Annotated[str | None, Param("An image path or http(s) URL (reverse search).")]
+SourceSite = Annotated[str | None, Param("Only rows from this site.")]
+MinWidth = Annotated[Annotated[int, Field(ge=0)] | None, Param("Only images at least this wide.")]
+MinHeight = Annotated[Annotated[int, Field(ge=0)] | None, Param("Only images at least this tall.")]
+Origin = Annotated[str | None, Param("Only rows of this origin: dataset, feedback.")]
+ModelName = Annotated[
+    str | None, Param("Only images made with a model whose name contains this (e.g. xl).")
+]
+Tool = Annotated[str | None, Param("Only images made with this tool (comfyui, …).")]
 
 
 class QueryParams(FlowParams):
     """Where to search and which rows qualify (shared by search and refine)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_main_first)
-
-    image: str | None = Field(
-        None, description="An image path or http(s) URL (reverse search / image query)."
-    )
-    source_site: str | None = Field(None, description="Only rows from this site.")
-    min_width: int | None = Field(None, ge=0, description="Only images at least this wide.")
-    min_height: int | None = Field(None, ge=0, description="Only images at least this tall.")
-    origin: str | None = Field(None, description="Only rows of this origin: dataset, feedback.")
-    model_name: str | None = Field(
-        None, description="Only images made with a model whose name contains this (e.g. xl)."
-    )
-    tool: str | None = Field(None, description="Only images made with this tool (comfyui, …).")
-    data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
-    clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
-    store_url: str | None = setting("store_url", "Store URL; default: the store in the data dir.")
+    image: Image = None
+    source_site: SourceSite = None
+    min_width: MinWidth = None
+    min_height: MinHeight = None
+    origin: Origin = None
+    model_name: ModelName = None
+    tool: Tool = None
+    data_dir: DataDirOfStore = None
+    clip_model: StoreClip = None
+    store_url: StoreUrl = None
 
     def filters(self) -> Filters:
         return Filters.of(self)
+
+
+Text = Annotated[str | None, Param("What to look for.")]
+Target = Annotated[Literal["prompts", "images"], Param("What to return.")]
+SearchK = Annotated[
+    Annotated[int, Field(ge=1, le=1000)] | None, Param("How many hits.", "search_k")
+]
+UseMetadata = Annotated[
+    bool, Param("Image alone → prompts: answer from the image's own metadata first.")
+]
 
 
 class SearchParams(QueryParams):
@@ -212,12 +235,26 @@ class SearchParams(QueryParams):
 
     MAIN: ClassVar[str] = "text"
 
-    text: str | None = Field(None, description="What to look for.", examples=["a cat on a sofa"])
-    target: Literal["prompts", "images"] = Field("prompts", description="What to return.")
-    k: int | None = setting("search_k", "How many hits.", ge=1, le=1000)
-    use_metadata: bool = Field(
-        True, description="Image alone → prompts: answer from the image's own metadata first."
-    )
+    text: Text = None
+    target: Target = "prompts"
+    k: SearchK = None
+    use_metadata: UseMetadata = True
+
+
+Idea = Annotated[str, Param("A rough idea.")]
+RefineN = Annotated[
+    Annotated[int, Field(ge=1, le=20)] | None, Param("Variants to write.", "refine_n")
+]
+RefineK = Annotated[
+    Annotated[int, Field(ge=1, le=200)] | None, Param("Neighbours to draw from.", "refine_k")
+]
+Llm = Annotated[
+    LLMChoice,
+    Param(
+        "offline: deterministic from the neighbours; openai: the configured OpenAI-compatible "
+        "endpoint (PROMPTLAKE_LLM_*); auto: openai when configured."
+    ),
+]
 
 
 class RefineParams(QueryParams):
@@ -225,41 +262,59 @@ class RefineParams(QueryParams):
 
     MAIN: ClassVar[str] = "idea"
 
-    idea: str = Field("", description="A rough idea.", examples=["a cat sleeping on the sofa"])
-    n: int | None = setting("refine_n", "Variants to write.", ge=1, le=20)
-    k: int | None = setting("refine_k", "Neighbours to draw from.", ge=1, le=200)
-    llm: LLMChoice = Field(
-        "auto",
-        description="offline: deterministic from the neighbours; openai: the configured "
-        "OpenAI-compatible endpoint (PROMPTLAKE_LLM_*); auto: openai when configured.",
-    )
+    idea: Idea = ""
+    n: RefineN = None
+    k: RefineK = None
+    llm: Llm = "auto"
+
+
+Ideas = Annotated[
+    list[str] | None,
+    Param("Ideas to improve the store for, besides searches (-p 'ideas=[\"a cat\"]')."),
+]
+UseSearches = Annotated[bool, Param("Also take recent weakly served searches.")]
+MaxInputs = Annotated[
+    Annotated[int, Field(ge=0, le=1000)] | None,
+    Param("Inputs per run.", "feedback_max_inputs"),
+]
+Generate = Annotated[bool, Param("Generate an image per variant with PROMPTLAKE_GENERATOR.")]
 
 
 class FeedbackParams(FlowParams):
     """A feedback run: weak searches and given ideas → refined prompts written back."""
 
-    data_dir: str | None = setting("data_dir", "Data directory the store was built in.")
-    ideas: list[str] = Field(
-        default_factory=list, description="Ideas to improve the store for (besides searches)."
-    )
-    use_searches: bool = Field(True, description="Also take recent weakly served searches.")
-    max_inputs: int | None = setting("feedback_max_inputs", "Inputs per run.", ge=0, le=1000)
-    n: int | None = setting("refine_n", "Variants per input.", ge=1, le=20)
-    k: int | None = setting("refine_k", "Neighbours each refine draws from.", ge=1, le=200)
-    llm: LLMChoice = Field("auto", description="Refiner to use.")
-    generate: bool = Field(
-        False, description="Generate an image per variant with PROMPTLAKE_GENERATOR."
-    )
-    clip_model: str | None = setting("clip_model", "CLIP model; unset: the store's own.")
-    store_url: str | None = setting("store_url", "Store URL; default: the store in the data dir.")
+    MAIN: ClassVar[str] = "ideas"
+
+    ideas: Ideas = None
+    data_dir: DataDirOfStore = None
+    use_searches: UseSearches = True
+    max_inputs: MaxInputs = None
+    n: RefineN = None
+    k: RefineK = None
+    llm: Llm = "auto"
+    generate: Generate = False
+    clip_model: StoreClip = None
+    store_url: StoreUrl = None
+
+
+ResumeDataDir = Annotated[str | None, Param("Data directory of the ingest to resume.", "data_dir")]
+ResumeRunner = Annotated[
+    Runner | None,
+    Param(
+        "Where shard tasks run this time.",
+        "runner",
+        blank="the recorded ingest's, else PROMPTLAKE_RUNNER",
+    ),
+]
 
 
 class ResumeParams(FlowParams):
     """Rerun what is failed or missing in a data dir, with the parameters of its last ingest."""
 
-    data_dir: str | None = setting("data_dir", "Data directory of the ingest to resume.")
-    retry_failed: bool = Field(False, description="Also re-fetch failed rows of done shards.")
-    runner: Literal["thread", "process", "dask"] | None = setting(
-        "runner", "Where shard tasks run (overrides the recorded ingest's)."
-    )
-    progress: bool = Field(False, description="Show tqdm bars (for terminals).")
+    MAIN: ClassVar[str] = "data_dir"
+
+    data_dir: ResumeDataDir = None
+    retry_failed: RetryFailed = False
+    runner: ResumeRunner = None
+    wait: Wait = None
+    progress: Progress = False

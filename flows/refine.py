@@ -5,7 +5,24 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from promptlake.flows.params import RefineParams
+from promptlake.flows.form import BLANK
+from promptlake.flows.params import (
+    DataDirOfStore,
+    Idea,
+    Image,
+    Llm,
+    MinHeight,
+    MinWidth,
+    ModelName,
+    Origin,
+    RefineK,
+    RefineN,
+    RefineParams,
+    SourceSite,
+    StoreClip,
+    StoreUrl,
+    Tool,
+)
 from promptlake.flows.results import (
     ID_CHARS,
     cut,
@@ -37,8 +54,25 @@ def refine_markdown(result: RefineResult, thumbs: dict[str, Thumb] | None = None
 
 
 @flow(name="refine", log_prints=True)
-def refine_flow(params: RefineParams) -> dict:
+def refine_flow(
+    idea: Idea = "",
+    *,
+    n: RefineN = BLANK,
+    k: RefineK = BLANK,
+    llm: Llm = "auto",
+    image: Image = BLANK,
+    source_site: SourceSite = BLANK,
+    min_width: MinWidth = BLANK,
+    min_height: MinHeight = BLANK,
+    origin: Origin = BLANK,
+    model_name: ModelName = BLANK,
+    tool: Tool = BLANK,
+    data_dir: DataDirOfStore = BLANK,
+    clip_model: StoreClip = BLANK,
+    store_url: StoreUrl = BLANK,
+) -> dict:
     """Write ``n`` better prompts for an idea (or an image) from its ``k`` nearest prompts."""
+    params = RefineParams.of_call(locals())
     settings = query_settings(params.settings())
     req = RefineRequest(
         idea=params.idea,

@@ -4,8 +4,10 @@ in the terminal (tqdm) and the Prefect UI (progress and table artifacts)."""
 from __future__ import annotations
 
 import heapq
+import os
 import queue
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ class StageResult:
     stage: str
     done: dict[str, ShardStats] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    already: int = 0  # shards this stage had finished before the run: no task run made for them
 
 
 @dataclass
@@ -73,7 +76,7 @@ class ProcessRunner(ProcessPoolTaskRunner):
     shards: what they wrote is whole (outputs first, markers last), the rest runs next time."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        super().__init__(max_workers=max_workers, initializer=_init_worker)
+        super().__init__(max_workers=max_workers, initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, task: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         with stop.sigint_blocked():  # its helper threads, and the workers they start, inherit it
@@ -87,9 +90,23 @@ class ProcessRunner(ProcessPoolTaskRunner):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     stop.ignore_interrupts()
     quiet_completions()
+    _end_with(parent)
+
+
+def _end_with(parent: int) -> None:
+    """End this worker soon after the flow's process ``parent`` is gone (killed by SIGKILL, say;
+    maybe before this worker even started): the data dir's lock died with it, and the next
+    ingest must not meet this worker's writes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-flow", daemon=True).start()
 
 
 def end_processes(procs: list[Any], grace: float = 2.0) -> None:
@@ -130,29 +147,39 @@ def result_of(fut: PrefectFuture) -> Any:
 
 
 def run_pipeline(
-    stages: list[Stage], shards: list[str], *, runner: TaskRunner, progress: bool
+    stages: list[Stage],
+    todo: dict[str, int],
+    *,
+    total: int,
+    runner: TaskRunner | None,
+    progress: bool,
 ) -> list[StageResult]:
-    """Run every shard through ``stages`` in order on ``runner`` (entered by the caller). A
-    shard enters a stage as soon as it left the previous one, so fetch runs ahead of embed; a
-    shard that failed a stage goes no further."""
-    results = [StageResult(st.task.name) for st in stages]
-    if not shards:
+    """Run each shard of ``todo`` (of ``total`` planned) through ``stages`` in order on
+    ``runner`` (entered by the caller; None when ``todo`` is empty), from the stage index
+    ``todo`` gives it on. A shard enters a stage as soon as it left the previous one, so fetch
+    runs ahead of embed; a shard that failed a stage goes no further."""
+    passing = [sum(1 for entry in todo.values() if entry <= i) for i in range(len(stages))]
+    results = [
+        StageResult(st.task.name, already=total - n) for st, n in zip(stages, passing, strict=True)
+    ]
+    if not todo:
         return results
+    assert runner is not None
     quiet_completions()
-    queues = [deque(shards)] + [deque() for _ in stages[1:]]
+    queues = [deque(s for s, entry in todo.items() if entry == i) for i in range(len(stages))]
     running: dict[PrefectFuture, tuple[int, str]] = {}
     bars = [
         tqdm(
-            total=len(shards),
+            total=n,
             desc=r.stage,
             unit="shard",
             disable=not progress,
             position=i,
             file=terminal.stream(),
         )
-        for i, r in enumerate(results)
+        for i, (r, n) in enumerate(zip(results, passing, strict=True))
     ]
-    arts = [Progress(r.stage, len(shards)) for r in results]
+    arts = [Progress(r.stage, n) if n else None for r, n in zip(results, passing, strict=True)]
     done_q: queue.Queue[PrefectFuture] = queue.Queue()
     try:
         while any(queues) or running:
@@ -171,7 +198,8 @@ def run_pipeline(
                 if _collect(ended, shard, results[i]) and i + 1 < len(stages):
                     queues[i + 1].append(shard)
                 bars[i].update()
-                arts[i].show(len(results[i].done) + len(results[i].failed))
+                if art := arts[i]:
+                    art.show(len(results[i].done) + len(results[i].failed))
     except STOPPING:  # Ctrl-C or SIGTERM: submit nothing more; leaving, the runner ends the rest
         stop.request()
         raise
@@ -266,6 +294,7 @@ def _totals(res: StageResult) -> dict[str, Any]:
     for st in done:
         by_status.update(st.by_status)
     shards = f"{len(res.done)} done" + (f", {len(res.failed)} failed" if res.failed else "")
+    shards += f", {res.already} done before" if res.already else ""
     return _row(res.stage, "total", shards, total, detail=_counts(by_status))
 
 

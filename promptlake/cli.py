@@ -45,6 +45,16 @@ def _shared_ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-plan and redo every finished shard")
     p.add_argument("--model", help="CLIP hub name or local directory ($PROMPTLAKE_CLIP_MODEL)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    _wait_arg(p)
+
+
+def _wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        type=number("ingest_wait", kind=float),
+        help="seconds to wait while another ingest holds the data dir ($PROMPTLAKE_INGEST_WAIT; "
+        "default 0: say at once who holds it, exit status 75)",
+    )
 
 
 def _ingest_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,6 +129,7 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
     rs.add_argument("--data-dir", help=DATA_DIR_HELP)
     rs.add_argument("--retry-failed", action="store_true", help="re-fetch failed rows too")
     rs.add_argument("--runner", choices=RUNNERS, help="where shard tasks run this time")
+    _wait_arg(rs)
     fb = sub.add_parser("feedback", help="refine weak searches and ideas back into the store")
     fb.add_argument("ideas", nargs="*", help="ideas to improve the store for")
     fb.add_argument("--data-dir", help=DATA_DIR_HELP)
@@ -207,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         terminal.say(f"promptlake: error: {runs.describe(exc)}")
-        return 2
+        return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         device=args.device,
         fetch_workers=args.workers,
         allow_file_urls=args.allow_file_urls,
+        wait=_wait(args),
         progress=sys.stderr.isatty(),
     )
     preflight.check_source(params.source)
@@ -38,13 +39,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     preflight.check_disk(settings)
     if params.runs("embed"):
         preflight.check_model(args.model or settings.clip_model)  # named as the user typed it
+    if not getattr(args, "watch", False):  # a watch skips busy rounds instead
+        preflight.check_not_busy(settings.data_dir, settings.ingest_wait_for(interactive=True))
 
     def body() -> int:
         from promptlake.flows.ingest import ingest
 
         if getattr(args, "watch", False):
             return runs.watch(params, args.interval)
-        ingest(params)
+        ingest(**params.flow_kwargs())
         return 0
 
     again = _command_line(args) if getattr(args, "watch", False) else None  # the watch goes on
@@ -60,19 +63,30 @@ def cmd_resume(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         retry_failed=args.retry_failed,
         runner=args.runner,
+        wait=_wait(args),
         progress=sys.stderr.isatty(),
     )
-    data_dir = params.settings().data_dir
+    settings = params.settings()
+    data_dir = settings.data_dir
     preflight.check_data_dir(data_dir, needs="ingest")
-    preflight.check_disk(params.settings())
+    preflight.check_disk(settings)
+    preflight.check_not_busy(data_dir, settings.ingest_wait_for(interactive=True))
 
     def body() -> int:
         from promptlake.flows.ingest import resume
 
-        resume(params)
+        resume(**params.flow_kwargs())
         return 0
 
     return _flow_command(args, data_dir, body, runs.ingest_stopped(data_dir))
+
+
+def _wait(args: argparse.Namespace) -> float | None:
+    """--wait, else PROMPTLAKE_INGEST_WAIT, else 0: at the terminal an ingest says at once who
+    holds its data dir (a flow run started from Prefect waits 10 min by default)."""
+    if args.wait is not None:
+        return args.wait
+    return preflight.settings().ingest_wait_for(interactive=True)
 
 
 def _flow_command(args: argparse.Namespace, data_dir, body, stopped) -> int:
@@ -105,7 +119,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     def body() -> int:
         from promptlake.flows.feedback import feedback_flow
 
-        done.extend(feedback_flow(params))
+        done.extend(feedback_flow(**params.flow_kwargs()))
         return 0
 
     stopped = runs.feedback_stopped(data_dir, _command_line(args))

@@ -125,6 +125,17 @@ def check_model(name: str) -> None:
         )
 
 
+def check_not_busy(data_dir: Path, wait: float) -> None:
+    """An ingest that would not wait fails at once, before Prefect starts, when another ingest
+    holds the data dir (the run itself takes the lock: a race still ends the same way)."""
+    from promptlake.storage.datadir.ingest_lock import DataDirBusy, holder
+
+    data = DataDir(data_dir)
+    held = holder(data) if wait <= 0 else None
+    if held:
+        raise DataDirBusy(data, held)
+
+
 def check_data_dir(data_dir: Path, *, needs: str = "store") -> None:
     """The data dir exists and holds what the command needs: ``store`` (embeddings to search),
     ``ingest`` (a recorded ingest to resume) or ``any``."""

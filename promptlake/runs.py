@@ -205,17 +205,24 @@ def prefect_api() -> Iterator[None]:
 
 def watch(params, interval: float | None) -> int:
     """Ingest a folder again and again, every ``interval`` seconds, until Ctrl-C: what was added,
-    replaced or deleted since the last round reaches the store."""
-    from promptlake.flows.ingest import NoValidRows, ShardsFailed, ingest
+    replaced or deleted since the last round reaches the store. A round that finds the data dir
+    held by another ingest is skipped."""
+    from promptlake.flows.ingest import IngestSummary, NoValidRows, ShardsFailed, ingest
+    from promptlake.storage.datadir.ingest_lock import DataDirBusy
 
     every = interval or params.settings().watch_interval
     seen = 0
     while True:
         try:
-            plan = ingest(params).plan
+            summary = ingest(**params.flow_kwargs())
+            plan = summary.plan if isinstance(summary, IngestSummary) else None
             new = plan.generations[seen:] if plan else []
             seen = len(plan.generations) if plan else seen
             terminal.say(f"watch: {params.source}: " + _round(new))
+        except DataDirBusy as busy:
+            terminal.say(
+                f"watch: round skipped, held by {busy.holder.describe()}; next in {every:g} s"
+            )
         except (ShardsFailed, NoValidRows) as exc:  # a broken or empty folder: keep watching
             terminal.say(f"watch: {describe(exc)}")
         deadline = time.monotonic() + every

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         None, description="Dask scheduler (tcp://host:8786) for runner dask; none: a local one."
     )
+    ingest_wait: float | None = Field(
+        None,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds an ingest waits while another holds its data dir; unset: 0 in "
+        "commands (say who holds it at once), 600 in flow runs.",
+    )
     task_retries: int = Field(2, ge=0, le=20, description="Prefect retries of a failed shard.")
     task_retry_delay: float = Field(10.0, ge=0, description="Seconds between those retries.")
 
@@ -209,6 +216,14 @@ class Settings(BaseSettings):
         if self.store_wait is not None:
             return self.store_wait
         return 30.0 if interactive else 600.0
+
+    def ingest_wait_for(self, *, interactive: bool) -> float:
+        """How long an ingest waits for its data dir: PROMPTLAKE_INGEST_WAIT, else none at the
+        terminal (the person hears at once who holds it, and may pass --wait) and 10 min for
+        flow runs started from Prefect (a scheduled one never waits: it skips)."""
+        if self.ingest_wait is not None:
+            return self.ingest_wait
+        return 0.0 if interactive else 600.0
 
 
 def min_free_bytes(settings: Settings) -> int:

@@ -71,6 +71,16 @@ def prefect_server() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def prefect_ui(tmp_path_factory) -> Iterator[str]:
+    """A real Prefect server with its UI and a scheduler (tests/helpers/prefect_ui.py); its base
+    URL. Tests point their client at it with ``temporary_settings``."""
+    from tests.helpers.prefect_ui import prefect_ui_server
+
+    with prefect_ui_server(tmp_path_factory.mktemp("prefect-ui")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
     """A small CLIP built and saved locally; loaded through the same from_pretrained(path)."""
     from promptlake.tiny_clip import build_clip

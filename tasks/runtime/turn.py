@@ -19,17 +19,22 @@ from promptlake.storage.store.turn_files import command_line, say_on_stderr
 def store_turn(settings: Settings, unit: str, *, long: bool = False) -> Iterator[Store]:
     """Hold the configured store for one unit of work (``unit`` names it for those waiting;
     ``long``: it may take minutes). Load models and read files before, not inside."""
-    run_id = _flow_run_id()
     store = open_store(store_url(settings))
     store.min_free = min_free_bytes(settings)  # the floor every write leaves on its disk
     with store.turn(
         unit,
-        who=_run_name(run_id) if run_id else command_line(),
-        wait=settings.store_wait_for(interactive=run_id is None),
+        who=who(),
+        wait=settings.store_wait_for(interactive=_flow_run_id() is None),
         long=long,
-        say=_say,
+        say=say,
     ):
         yield store
+
+
+def who() -> str:
+    """This process as others waiting for it see it: its flow run, or its command line."""
+    run_id = _flow_run_id()
+    return _run_name(run_id) if run_id else command_line()
 
 
 def _flow_run_id() -> str | None:
@@ -54,7 +59,8 @@ def _run_name(run_id: str) -> str:
         return f"flow run {run_id}"
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """A waiting line: into the flow run's log, or on stderr outside a flow."""
     if "prefect" not in sys.modules:
         say_on_stderr(line)
         return

@@ -1,6 +1,7 @@
 """Deployments end to end: `promptlake serve` against a Prefect server, ingest triggered through
-run_deployment as the UI does, a failed run retried from the API rerunning only its failed shard,
-the feedback schedule, and prefect.yaml's entrypoints."""
+run_deployment, a failed run retried from the API rerunning only its failed shard, the feedback
+schedule, the watched folder's schedule (and a run that skips while the data dir is held), and
+prefect.yaml's entrypoints. The UI's own run forms: tests/operations/test_triggers.py."""
 
 import json
 import os
@@ -9,7 +10,6 @@ import sys
 import time
 from contextlib import contextmanager
 
-import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -20,14 +20,12 @@ from prefect.states import AwaitingRetry
 
 from promptlake.sample_data import sample_image
 from promptlake.settings import Settings, store_url
-from promptlake.storage.datadir.layout import DataDir, read_json
+from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.datadir.markers import Markers
-from promptlake.storage.datadir.records import PlanManifest
 from promptlake.storage.datadir.status import status
 from promptlake.storage.store import open_store
 from tests.conftest import artifacts_of, write_csv
 from tests.helpers import ROOT
-from tests.helpers.fault_server import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 NAMES = {"ingest", "resume", "feedback", "search", "refine"}
@@ -94,12 +92,8 @@ def _delete_deployments() -> None:
                 client.delete_deployment(dep.id)
 
 
-def plan_manifest(data: DataDir) -> PlanManifest:
-    return PlanManifest.from_dict(read_json(data.manifest))
-
-
 def _run(params: dict, timeout: float = 300):
-    return run_deployment("ingest/ingest", parameters={"params": params}, timeout=timeout)
+    return run_deployment("ingest/ingest", parameters=params, timeout=timeout)
 
 
 def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
@@ -107,11 +101,10 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     assert set(deps) == NAMES
     (sched,) = deps["feedback"].schedules
     assert sched.schedule.cron == "15 4 * * *" and sched.active
-    props = deps["ingest"].parameter_openapi_schema["definitions"]["IngestParams"]["properties"]
+    props = deps["ingest"].parameter_openapi_schema["properties"]
     assert props["shard_size"]["maximum"] == 1_000_000 and "description" in props["source"]
-    schema = deps["resume"].parameter_openapi_schema["definitions"]["ResumeParams"]
-    data_dir = schema["properties"]["data_dir"]
-    assert data_dir["default"] == str(tmp_path / "default") and "anyOf" not in data_dir
+    data_dir = deps["resume"].parameter_openapi_schema["properties"]["data_dir"]
+    assert "default" not in data_dir and "anyOf" not in data_dir  # blank: the server's own
 
     rows = [[f"d{i}", f"prompt {i}", server.url("img", f"d{i}"), 64, 64, "s"] for i in range(10)]
     params = {
@@ -153,7 +146,7 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
     runs = [
         run_deployment(
             "search/search",
-            parameters={"params": {"text": p, "data_dir": str(data.root), "k": 3}},
+            parameters={"text": p, "data_dir": str(data.root), "k": 3},
             timeout=0,
         )
         for p in prompts
@@ -170,70 +163,17 @@ def test_served_deployments_ingest_retry_and_schedule(tmp_path, server, served):
         assert (json.loads(table) if isinstance(table, str) else table)[0]["prompt"] == p
 
 
-def test_unset_parameters_resolve_from_the_serving_environment(tmp_path, served):
-    """A run triggered with only a source takes the data dir, shard size and file-URL permission
-    from the environment of `promptlake serve`, as the UI's form leaves them."""
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rows = []
-    for i in range(6):
-        sample_image(f"prompt {i}").save(folder / f"{i}.png")
-        rows.append([f"f{i}", f"prompt {i}", (folder / f"{i}.png").as_uri(), 64, 64, "s"])
-    run = _run({"source": str(write_csv(tmp_path / "f.csv", rows)), "runner": "thread"})
-    assert run.state.is_completed(), served.read_text()[-3000:]
-    data = DataDir(tmp_path / "default")  # PROMPTLAKE_DATA_DIR of the serving process
-    assert [s.rows for s in plan_manifest(data).shards] == [4, 2]  # PROMPTLAKE_SHARD_SIZE=4
-    fetched = Markers(data, "fetch").all_done()
-    assert sum(s.ok for s in fetched.values()) == 6  # PROMPTLAKE_ALLOW_FILE_URLS=1 applied
-    recorded = read_json(data.ingest_record)
-    assert recorded["allow_file_urls"] is None and recorded["shard_size"] is None  # unset
-
-
-@contextmanager
-def lasting_server(tmp_path):
-    """A real `prefect server start` with its scheduler (the test harness's ephemeral server runs
-    no scheduler, so schedules only fire on a lasting server), looking every second."""
-    from prefect.settings import temporary_settings
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--no-ui", "--no-late-runs"]
-    with open(tmp_path / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, (
-                tmp_path / "server.log"
-            ).read_text()[-3000:]
-            time.sleep(1)
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
-    finally:
-        proc.terminate()
-        proc.wait(60)
-
-
 @pytest.mark.timeout(900)
-def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip):
-    """ingest-folder (PROMPTLAKE_WATCH_FOLDER, every few seconds) on a lasting server: an image
-    added after the server started is in the store after the next run."""
+def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip, prefect_ui):
+    """ingest-folder (PROMPTLAKE_WATCH_FOLDER, every few seconds) on a server with a scheduler:
+    an image added after the server started is in the store after the next run. While another
+    ingest holds the data dir, a scheduled run skips (Completed, named Skipped, saying who)
+    instead of piling up; overlapping scheduled runs are cancelled by Prefect (CANCEL_NEW)."""
     from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import temporary_settings
+
+    from promptlake.storage.datadir.ingest_lock import ingest_lock
 
     folder = tmp_path / "watched"
     folder.mkdir()
@@ -241,29 +181,45 @@ def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip):
         _draw(folder / f"{i}.png", f"a watched picture {i}")
     data = DataDir(tmp_path / "default")
     env = {"PROMPTLAKE_WATCH_FOLDER": str(folder), "PROMPTLAKE_WATCH_INTERVAL": "10"}
+    url = f"{prefect_ui}/api"
     with (
-        lasting_server(tmp_path) as url,
+        temporary_settings({PREFECT_API_URL: url}),
         serving(tmp_path, tiny_clip, {"ingest-folder"}, PREFECT_API_URL=url, **env) as log,
     ):
         dep = _deployments()["ingest-folder"]
         assert dep.global_concurrency_limit.limit == 1  # one run at a time
+        assert dep.concurrency_options.collision_strategy == "CANCEL_NEW"
         assert dep.schedules[0].schedule.interval.total_seconds() == 10
 
-        def completed_since(when: float) -> bool:
+        def ended_since(when: float, name: str = "Completed") -> bool:
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(
                     deployment_filter=DeploymentFilter(id={"any_": [dep.id]}),
-                    flow_run_filter=FlowRunFilter(state={"type": {"any_": ["COMPLETED"]}}),
+                    flow_run_filter=FlowRunFilter(state={"name": {"any_": [name]}}),
                     sort=FlowRunSort.START_TIME_DESC,
                     limit=1,
                 )
             return bool(runs) and runs[0].start_time.timestamp() > when
 
-        _wait(lambda: completed_since(0), 400, log)
+        _wait(lambda: ended_since(0), 400, log)
         assert status(data)["rows"]["valid"] == 2
+        held = time.time()
+        with ingest_lock(data, who="the test", what="ingest by hand", wait=0, say=print):
+            _wait(lambda: ended_since(held, "Skipped"), 300, log)
+        with get_client(sync_client=True) as client:
+            (skipped,) = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [dep.id]}),
+                flow_run_filter=FlowRunFilter(state={"name": {"any_": ["Skipped"]}}),
+                limit=1,
+            )
+        assert (
+            skipped.state.is_completed() and "ingest by hand by the test" in skipped.state.message
+        )
+        (note,) = [a for a in artifacts_of(skipped.id) if a.key == "ingest-skipped"]
+        assert f"pid {os.getpid()}" in note.data
         added = time.time()
         _draw(folder / "new.png", "a picture added later")
-        _wait(lambda: completed_since(added), 300, log)
+        _wait(lambda: ended_since(added), 300, log)
         assert status(data)["rows"]["valid"] == 3
         assert status(data)["stages"]["load"]["shards_pending"] == 0
 

@@ -1,4 +1,5 @@
-"""Flow parameters: unset means the running process's settings; forms a person can fill; no
+"""Flow parameters: unset means the running process's settings; forms a person can fill that
+carry nothing of the process that registered them; ingest.json records what was given; no
 password travels in parameters, state files, markers or logs."""
 
 import json
@@ -7,6 +8,7 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
 
+from promptlake.flows.form import Param
 from promptlake.flows.ingest import ingest
 from promptlake.flows.params import FeedbackParams, IngestParams, RefineParams, SearchParams
 from promptlake.storage.datadir.layout import DataDir
@@ -30,19 +32,6 @@ def test_unset_parameters_resolve_from_the_environment(monkeypatch):
     assert RefineParams(idea="x").settings().refine_n == 5
     assert FeedbackParams().settings().refine_n == 5  # feedback -n follows PROMPTLAKE_REFINE_N
     assert SearchParams(text="x").settings().search_k == 4
-
-
-def test_forms_show_plain_inputs_with_the_settings_as_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMPTLAKE_DATA_DIR", str(tmp_path / "pl"))
-    monkeypatch.setenv("PROMPTLAKE_SHARD_SIZE", "250")
-    props = parameter_schema(ingest.fn).model_dump()["definitions"]["IngestParams"]["properties"]
-    assert props["shard_size"]["type"] == "integer" and props["shard_size"]["default"] == 250
-    assert "anyOf" not in props["shard_size"] and props["shard_size"]["maximum"] == 1_000_000
-    assert props["allow_file_urls"] == {**props["allow_file_urls"], "type": "boolean"}
-    assert props["allow_file_urls"]["default"] is False
-    assert props["data_dir"]["default"] == str(tmp_path / "pl")
-    assert "PROMPTLAKE_DATA_DIR" in props["data_dir"]["description"]
-    assert "default" not in props["store_url"]  # no setting: empty, not "null"
 
 
 def test_a_misspelt_parameter_is_an_error():
@@ -87,7 +76,7 @@ def test_a_store_password_from_the_environment_is_never_written(
         runner="thread",
         clip_model=tiny_clip,
     )
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_failed() and "load" in state.message
     written = list(data.root.rglob("*.json"))
     assert data.ingest_record in written and any(p.name.endswith(".error.json") for p in written)
@@ -102,22 +91,132 @@ def test_a_store_password_from_the_environment_is_never_written(
     assert logs and not [log.message for log in logs if SECRET in log.message]
 
 
-def test_forms_lead_with_their_main_field_and_descriptions_survive_html():
+def _flows():
     from promptlake.flows.feedback import feedback_flow
     from promptlake.flows.ingest import resume
+    from promptlake.flows.params import ResumeParams
     from promptlake.flows.refine import refine_flow
     from promptlake.flows.search import search_flow
 
-    flows = {search_flow: "text", refine_flow: "idea", ingest: "source"}
-    for flow_fn, main_field in flows.items():
-        defs = parameter_schema(flow_fn.fn).model_dump()["definitions"]
-        (model,) = (d for name, d in defs.items() if name.endswith("Params"))
-        assert next(iter(model["properties"])) == main_field, flow_fn.name
-    for flow_fn in (*flows, feedback_flow, resume):
-        text = json.dumps(parameter_schema(flow_fn.fn).model_dump())
-        assert "<" not in text, flow_fn.name  # the UI renders descriptions as HTML
-    required = parameter_schema(ingest.fn).model_dump()["definitions"]["IngestParams"]
-    assert required["required"] == ["source"]
+    return {
+        ingest: IngestParams,
+        resume: ResumeParams,
+        search_flow: SearchParams,
+        refine_flow: RefineParams,
+        feedback_flow: FeedbackParams,
+    }
+
+
+def _schemas() -> dict:
+    return {f.name: parameter_schema(f.fn).model_dump_for_openapi() for f in _flows()}
+
+
+def test_forms_carry_nothing_of_the_registering_process(monkeypatch, tmp_path):
+    """The schemas the UI's forms are drawn from are the same under any environment; a field
+    that mirrors a setting has no default (the form leaves it empty and sends nothing), no
+    null switch and is no switch at all (the v1 form always sends a switch's value); each form
+    leads with its main field; descriptions survive the UI's HTML."""
+    for var in ("DATA_DIR", "SHARD_SIZE", "RUNNER", "CLIP_MODEL", "ALLOW_FILE_URLS"):
+        monkeypatch.delenv(f"PROMPTLAKE_{var}", raising=False)
+    plain = _schemas()
+    monkeypatch.setenv("PROMPTLAKE_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("PROMPTLAKE_SHARD_SIZE", "7")
+    monkeypatch.setenv("PROMPTLAKE_RUNNER", "thread")
+    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", str(tmp_path / "clip"))
+    monkeypatch.setenv("PROMPTLAKE_ALLOW_FILE_URLS", "1")
+    assert _schemas() == plain
+    text = json.dumps(plain)
+    assert str(tmp_path) not in text and "<" not in text and "<object" not in text
+    for flow_fn, model in _flows().items():
+        props = plain[flow_fn.name]["properties"]
+        assert next(iter(props)) == model.MAIN, flow_fn.name
+        for name, prop in props.items():
+            assert "anyOf" not in prop and prop.get("description"), (flow_fn.name, name)
+            if any(isinstance(m, Param) and m.setting for m in model.model_fields[name].metadata):
+                assert "default" not in prop and prop["type"] != "boolean", (flow_fn.name, name)
+                assert "Blank:" in prop["description"], (flow_fn.name, name)
+    ingest_form = plain["ingest"]
+    assert ingest_form["required"] == ["source"]
+    assert {"allow_file_urls", "progress"}.isdisjoint(ingest_form["properties"])
+    assert ingest_form["properties"]["shard_size"]["minimum"] == 1
+
+
+def test_each_flow_takes_its_records_fields():
+    """One set of fields per flow: the signature (keyword-only after the main field) and the
+    record it is turned into agree, so the CLI's ``flow(**record.flow_kwargs())`` and a form's
+    run see the same parameters."""
+    import inspect
+
+    for flow_fn, model in _flows().items():
+        sig = inspect.signature(flow_fn.fn, eval_str=True)
+        assert next(iter(sig.parameters)) == model.MAIN, flow_fn.name
+        assert set(sig.parameters) == set(model.model_fields), flow_fn.name
+        for name, param in sig.parameters.items():
+            assert param.annotation == model.model_fields[name].rebuild_annotation(), name
+            if name != model.MAIN:
+                assert param.kind is inspect.Parameter.KEYWORD_ONLY, (flow_fn.name, name)
+
+
+def test_ingest_json_records_what_was_given_and_moves_with_the_data_dir(tmp_path):
+    """Format 2: only given values; no data dir; a source inside the data dir relative to it.
+    Moved elsewhere, the data dir resumes in place. A format-1 record (every pre-filled value)
+    drops its data dir and shard size, and says which values it keeps."""
+    import shutil
+
+    data = DataDir(tmp_path / "a")
+    (data.root / "in").mkdir(parents=True)
+    src = write_csv(data.root / "in" / "p.csv", [])
+    given = IngestParams(source=str(src), data_dir=str(data.root), clip_model="m", force=True)
+    given.record(data)
+    assert json.loads(data.ingest_record.read_text()) == {
+        "format": 2,
+        "source": "in/p.csv",
+        "until": "index",
+        "clip_model": "m",
+    }
+    shutil.move(data.root, tmp_path / "b")
+    moved = DataDir(tmp_path / "b")
+    again = IngestParams.recorded(moved)
+    assert (again.source, again.data_dir) == (str(moved.root / "in" / "p.csv"), str(moved.root))
+    assert (again.shard_size, again.runner, again.force) == (None, None, False)
+    legacy = {**IngestParams(source=str(src)).model_dump(mode="json"), "data_dir": str(data.root)}
+    legacy.update(shard_size=1000, runner="process", fetch_workers=32)
+    moved.ingest_record.write_text(json.dumps(legacy))
+    said: list[str] = []
+    old = IngestParams.recorded(moved, say=said.append)
+    assert (old.data_dir, old.shard_size, old.runner, old.fetch_workers) == (
+        str(moved.root),
+        None,
+        "process",
+        32,
+    )
+    assert old.source == str(moved.root / "in" / "p.csv")  # under the old place: rebased
+    assert len(said) == 1 and "fetch_workers=32, runner=process" in said[0]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_environment_is_not_a_given_shard_size(tmp_path, server, monkeypatch):
+    """A data dir keeps its own shard size unless one is given: PROMPTLAKE_SHARD_SIZE does not
+    count as given (a grown source plans its new shards at the data dir's size), a size given
+    in the call does."""
+    from promptlake.tasks.plan import PlanError
+
+    rows = [[f"r{i}", f"prompt {i}", server.url("img", f"r{i}"), 64, 64, "s"] for i in range(8)]
+    src = tmp_path / "p.csv"
+    data_dir = str(tmp_path / "d")
+    write_csv(src, rows[:4])
+    ingest(source=str(src), data_dir=data_dir, shard_size=2, until="plan")
+    write_csv(src, rows)
+    monkeypatch.setenv("PROMPTLAKE_SHARD_SIZE", "3")
+    summary = ingest(**IngestParams(source=str(src), data_dir=data_dir, until="plan").flow_kwargs())
+    assert [s.rows for s in summary.plan.shards] == [2, 2, 2, 2]
+    write_csv(src, rows[:6])
+    state = ingest(
+        source=str(src), data_dir=data_dir, shard_size=3, until="plan", return_state=True
+    )
+    assert state.is_failed() and "planned with shard size 2, not 3" in state.message
+    with pytest.raises(PlanError):
+        state.result()
 
 
 def test_the_readme_lists_every_setting():

@@ -51,7 +51,7 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
         shard_concurrency=2,
         runner=runner,
     )
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.plan.rows_total == 13 and summary.plan.rows_rejected == 1
@@ -87,16 +87,41 @@ def test_ingest_flow_runs_every_shard_and_publishes_artifacts(tmp_path, server, 
     assert sorted(progress) == ["embed-progress", "fetch-progress", "load-progress"]
     assert [float(a.data) for a in progress.values()] == [100.0, 100.0, 100.0]
     assert progress["fetch-progress"].description == "fetch: 3 of 3 shards finished (100%)"
+    if runner == "thread":
+        _reruns_make_task_runs_only_for_what_is_missing(params)
+
+
+def _reruns_make_task_runs_only_for_what_is_missing(params: IngestParams) -> None:
+    """Nothing new: no task run per finished shard; one load marker gone: one load task run."""
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    def sharded_task_runs(state) -> list[str]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+            )
+        return sorted(r.name.rsplit("-", 1)[0] for r in runs if not r.name.startswith(SINGLE))
+
+    again = ingest(**params.flow_kwargs(), return_state=True)
+    assert again.is_completed() and sharded_task_runs(again) == []
+    assert [st.already for st in again.result().stages] == [3, 3, 3]
+    Markers(DataDir(params.data_dir), "load").path("00001").unlink()
+    again = ingest(**params.flow_kwargs(), return_state=True)
+    assert again.is_completed() and sharded_task_runs(again) == ["load"]
+    assert set(Markers(DataDir(params.data_dir), "load").all_done()) == {"00000", "00001", "00002"}
+
+
+SINGLE = ("download", "plan", "load-reconcile", "index")
 
 
 def test_failed_shard_fails_the_flow_and_resume_runs_only_it(tmp_path, server, capsys):
     data_dir = tmp_path / "d"
     params = IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5)
-    ingest(params.model_copy(update={"until": "plan"}))
+    ingest(**params.model_copy(update={"until": "plan"}).flow_kwargs())
     shard = data_dir / "plan" / "shards" / "00001.parquet"
     good = shard.read_bytes()
     shard.write_bytes(b"not parquet")  # an infrastructure fault, not a bad row
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_failed()
     assert "failed shards: fetch 00001 (ArrowInvalid" in state.message
     assert set(Markers(DataDir(data_dir), "fetch").all_done()) == {"00000", "00002"}
@@ -143,7 +168,7 @@ def test_status_json_shape(tmp_path, server, capsys):
     data_dir.mkdir()
     assert main(["status", "--data-dir", str(data_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == {"total": 0, "valid": 0, "rejected": 0}
-    ingest(IngestParams(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5))
+    ingest(source=str(_csv(tmp_path, server)), data_dir=str(data_dir), shard_size=5)
     main(["status", "--data-dir", str(data_dir), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["rows"]["total"] == 13 and report["rows"]["valid"] == 12
@@ -167,7 +192,7 @@ def test_dask_runner_on_a_local_two_worker_cluster(tmp_path, server):
         shard_concurrency=2,
         runner="dask",
     )
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_completed(), state.message
     fetch, emb, loaded = state.result().stages
     assert len(fetch.done) == len(emb.done) == len(loaded.done) == 3
@@ -215,7 +240,7 @@ def test_a_missing_source_fails_at_once_without_retries(tmp_path):
     from prefect.client.schemas.filters import FlowRunFilter as F
 
     params = IngestParams(source=str(tmp_path / "nope.csv"), data_dir=str(tmp_path / "d"))
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_failed() and "source file not found" in state.message
     with get_client(sync_client=True) as client:
         (run,) = client.read_task_runs(

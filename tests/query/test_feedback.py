@@ -72,7 +72,7 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
             llm="offline",
             generate=True,
         )
-        state = feedback_flow(params, return_state=True)
+        state = feedback_flow(**params.flow_kwargs(), return_state=True)
         done = state.result()
         assert len(done) == 2 and len(sd.requests) == 4  # two inputs (dedup'd), two variants
         assert sd.requests[0]["json"]["negative_prompt"] == s.feedback_negative
@@ -85,11 +85,11 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
         )
         assert "2 inputs, 4 prompts and 4 images" in report.data
         # run again: every input is done, nothing is generated or added
-        assert feedback_flow(params) == [] and len(sd.requests) == 4
+        assert feedback_flow(**params.flow_kwargs()) == [] and len(sd.requests) == 4
         assert counts(s)["prompts"]["feedback"] == 4
         # a retry after a crash between the store write and the marker replaces, never doubles
         Markers(data, STAGE).path(done[0].shard).unlink()
-        feedback_flow(params)
+        feedback_flow(**params.flow_kwargs())
         assert counts(s)["prompts"]["feedback"] == 4 and len(sd.requests) == 6
 
     store = open_store(store_url(s))

@@ -147,7 +147,7 @@ def test_search_and_refine_flows_publish_results(built, monkeypatch):
     s, _ = built
     monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
     params = SearchParams(text=IDEA, k=4, data_dir=str(s.data_dir), clip_model=s.clip_model)
-    state = search_flow(params, return_state=True)
+    state = search_flow(**params.flow_kwargs(), return_state=True)
     assert len(state.result()) == 4
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
     assert set(arts) == {"search-results", "search-results-table"}
@@ -158,7 +158,7 @@ def test_search_and_refine_flows_publish_results(built, monkeypatch):
     refine_params = RefineParams(
         idea=IDEA, n=2, k=5, llm="offline", data_dir=str(s.data_dir), clip_model=s.clip_model
     )
-    state = refine_flow(refine_params, return_state=True)
+    state = refine_flow(**refine_params.flow_kwargs(), return_state=True)
     assert len(state.result()["variants"]) == 2
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
     assert {"refine-results", "refine-results-table", "refine-neighbours"} <= set(arts)

@@ -196,12 +196,14 @@ def test_the_run_report_says_loudly_when_a_shard_fetched_nothing(tmp_path, monke
         until="fetch",
         runner="thread",
     )
-    state = ingest(params, return_state=True)
+    state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_completed(), state.message  # green, but not silent:
     arts = artifacts_of(state.state_details.flow_run_id)
     report = next(a for a in arts if a.key == "ingest-report")
     assert "every row failed with blocked_scheme" in report.data
     assert "--allow-file-urls --retry-failed" in report.data
     # rerunning as the warning says fetches them
-    again = ingest(params.model_copy(update={"allow_file_urls": True, "retry_failed": True}))
+    again = ingest(
+        **params.model_copy(update={"allow_file_urls": True, "retry_failed": True}).flow_kwargs()
+    )
     assert sum(s.ok for s in again.stages[0].done.values()) == 3

@@ -71,9 +71,7 @@ def test_ingest_searches_page_and_feedback_share_one_store(tmp_path, server, tin
         with serving(
             tmp_path, tiny_clip, PROMPTLAKE_RUNNER="thread", PROMPTLAKE_SHARD_SIZE="10"
         ) as log:
-            ingest = run_deployment(
-                "ingest/ingest", parameters={"params": {"source": str(src)}}, timeout=0
-            )
+            ingest = run_deployment("ingest/ingest", parameters={"source": str(src)}, timeout=0)
             loads = Markers(DataDir(data_dir), "load")
             _wait(lambda: len(loads.all_done()) > 4, 600, "the new shards' loads")
             outcomes = _crowd(page, env, data_dir)
@@ -111,9 +109,7 @@ def _crowd(page, env, data_dir) -> dict[str, list]:
     cli = [sys.executable, "-m", "promptlake.cli"]
 
     def deployment_search(i):
-        run = run_deployment(
-            "search/search", parameters={"params": {"text": f"a castle {i}"}}, timeout=900
-        )
+        run = run_deployment("search/search", parameters={"text": f"a castle {i}"}, timeout=900)
         return run.state.type.value
 
     def cli_search(i):

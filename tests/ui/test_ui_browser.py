@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,9 +23,7 @@ from tests.helpers.ui_server import (
     FEEDBACK_IDEA,
     PageServer,
     build_store,
-    free_port,
     page_service,
-    wait_for,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -196,32 +192,6 @@ def drop_file(page, selector: str, data: bytes, name: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def prefect_ui(tmp_path_factory):
-    """A real Prefect server with its UI (the test harness serves no UI)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_UI_API_URL": f"{url}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    log = home / "server.log"
-    with open(log, "wb") as out:  # a pipe nobody reads could fill and stop the server
-        proc = subprocess.Popen(
-            [*cmd, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(f"{url}/api/health", proc).raise_for_status()
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
-    yield url
-    proc.terminate()
-    proc.wait(timeout=60)
-
-
 def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefect_ui, store):
     """The search and refine flows' artifacts, opened in the Prefect UI itself: every thumbnail
     (inline, from the image cache) loads, and the tables fit the artifact panel."""
@@ -231,9 +201,12 @@ def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefec
     where = {"data_dir": str(store.data_dir), "clip_model": store.clip_model, "origin": "dataset"}
     with temporary_settings({PREFECT_API_URL: f"{prefect_ui}/api"}):
         runs = [
-            search_flow(SearchParams(text="a cat", k=8, **where), return_state=True),
+            search_flow(
+                **SearchParams(text="a cat", k=8, **where).flow_kwargs(), return_state=True
+            ),
             refine_flow(
-                RefineParams(idea="a cat", n=3, k=8, llm="offline", **where), return_state=True
+                **RefineParams(idea="a cat", n=3, k=8, llm="offline", **where).flow_kwargs(),
+                return_state=True,
             ),
         ]
         arts = [

@@ -122,7 +122,7 @@ def test_search_flow_artifact_carries_cached_thumbnails(built, monkeypatch):
     s, _ = built
     monkeypatch.setenv("PROMPTLAKE_PRECISION", "fp32")
     params = SearchParams(text="a cat", k=30, data_dir=str(s.data_dir), clip_model=s.clip_model)
-    state = search_flow(params, return_state=True)
+    state = search_flow(**params.flow_kwargs(), return_state=True)
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
     md = arts["search-results"].data
     assert len(state.result()) == 30  # the whole store: every fifth image was a 404
@@ -131,7 +131,7 @@ def test_search_flow_artifact_carries_cached_thumbnails(built, monkeypatch):
     assert len(md) < 30 * 6000  # small artifacts
 
     monkeypatch.setenv("PROMPTLAKE_UI_URL", "http://127.0.0.1:8700")
-    state = search_flow(params, return_state=True)
+    state = search_flow(**params.flow_kwargs(), return_state=True)
     md = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}["search-results"].data
     assert md.count('<a href="http://127.0.0.1:8700/?like=') == 24
     table = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
