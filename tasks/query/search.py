@@ -133,11 +133,14 @@ def search(
     return hits
 
 
-def facets(target: str, data: DataDir, settings: Settings) -> Facets:
-    """What the store's ``target`` table holds, for offering its filters: one turn."""
+def facets(
+    target: str, data: DataDir, settings: Settings, *, namespace: Namespace | None = None
+) -> Facets:
+    """What the store's ``target`` table holds, for offering its filters: one turn (the
+    ``namespace`` as :func:`search` takes it)."""
     if target not in TABLES:
         raise StoreError(f"target must be prompts or images, not {target!r}")
-    ns, model = current_namespace(data, settings)
+    ns, model = namespace or current_namespace(data, settings)
     with store_turn(settings, "facets") as store:
         store.ensure_schema(ns, int(model["dim"]))
         return store.facets(target)

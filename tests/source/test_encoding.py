@@ -13,6 +13,7 @@ import pytest
 
 from promptlake.cli import main
 from promptlake.storage.datadir.layout import DataDir
+from promptlake.storage.datadir.planfiles import rejects_path
 from promptlake.tasks.download import download
 from promptlake.tasks.plan import plan
 from promptlake.tasks.source.sourcefile import SourceFileError, check_file
@@ -48,7 +49,7 @@ def test_a_row_that_is_not_utf8_is_a_reject_with_its_line(tmp_path, name, capsys
     manifest = plan(download(str(src), data), data, shard_size=50)
     assert (manifest.rows_total, manifest.rows_valid) == (N, N - 2)
     assert manifest.rejects_by_reason == {"bad_encoding": 2}
-    rejects = pq.read_table(data.rejects).to_pylist()
+    rejects = pq.read_table(rejects_path(data)).to_pylist()
     assert [r["id"] for r in rejects] == ["r3", "r150"]
     lines = (_line_of(raw, b"na\xefve"), _line_of(raw, b"caf\xe9"))
     assert lines == (5, 154)  # the quoted prompt's two extra lines counted
@@ -76,7 +77,7 @@ def test_a_parquet_row_that_is_not_utf8_is_a_reject(tmp_path):
     data = DataDir(tmp_path / "d")
     manifest = plan(download(str(tmp_path / "p.parquet"), data), data, shard_size=50)
     assert (manifest.rows_valid, manifest.rejects_by_reason) == (9, {"bad_encoding": 1})
-    (reject,) = pq.read_table(data.rejects).to_pylist()
+    (reject,) = pq.read_table(rejects_path(data)).to_pylist()
     assert reject["id"] == "id4" and reject["detail"].startswith("column prompt: not UTF-8")
 
 
