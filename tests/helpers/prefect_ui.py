@@ -53,3 +53,21 @@ def prefect_ui_server(home: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@contextmanager
+def api_of(url: str) -> Iterator[str]:
+    """This process's Prefect client pointed at ``url`` (an API) for the block. Flows run in it
+    leave events and log lines queued for that server; they are sent before the block ends,
+    while the server still answers: a queue left for a server that has gone makes Prefect's own
+    drain at the end of the session (the test harness's exit) wait forever."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        try:
+            yield url
+        finally:
+            for worker in (APILogWorker, EventsWorker):
+                worker.drain_all(timeout=60, at_exit=False)

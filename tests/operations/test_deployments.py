@@ -26,6 +26,7 @@ from promptlake.storage.datadir.status import status
 from promptlake.storage.store import open_store
 from tests.conftest import artifacts_of, write_csv
 from tests.helpers import ROOT
+from tests.helpers.prefect_ui import api_of
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 NAMES = {"ingest", "resume", "feedback", "search", "refine"}
@@ -171,7 +172,6 @@ def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip, pre
     instead of piling up; overlapping scheduled runs are cancelled by Prefect (CANCEL_NEW)."""
     from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.settings import temporary_settings
 
     from promptlake.storage.datadir.ingest_lock import ingest_lock
 
@@ -183,7 +183,7 @@ def test_the_watched_folder_is_ingested_on_its_schedule(tmp_path, tiny_clip, pre
     env = {"PROMPTLAKE_WATCH_FOLDER": str(folder), "PROMPTLAKE_WATCH_INTERVAL": "10"}
     url = f"{prefect_ui}/api"
     with (
-        temporary_settings({PREFECT_API_URL: url}),
+        api_of(url),
         serving(tmp_path, tiny_clip, {"ingest-folder"}, PREFECT_API_URL=url, **env) as log,
     ):
         dep = _deployments()["ingest-folder"]

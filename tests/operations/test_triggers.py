@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from promptlake.settings import get_settings
 from promptlake.storage.datadir.layout import DataDir, read_json
 from promptlake.storage.datadir.records import PlanManifest
 from tests.conftest import artifacts_of, write_csv
 from tests.helpers import ROOT
+from tests.helpers.prefect_ui import api_of
 
 CHROMIUM = "/usr/bin/chromium"
 SHARDED = ("fetch", "embed", "load")
@@ -52,7 +52,7 @@ def browser():
 def api(prefect_ui) -> Iterator[str]:
     """The UI server's API for this test, with no promptlake deployment left from another."""
     url = f"{prefect_ui}/api"
-    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+    with api_of(url), get_client(sync_client=True) as client:
         for dep in client.read_deployments():
             if "promptlake" in dep.tags:
                 client.delete_deployment(dep.id)

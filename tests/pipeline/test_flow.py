@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -242,10 +243,17 @@ def test_a_missing_source_fails_at_once_without_retries(tmp_path):
     params = IngestParams(source=str(tmp_path / "nope.csv"), data_dir=str(tmp_path / "d"))
     state = ingest(**params.flow_kwargs(), return_state=True)
     assert state.is_failed() and "source file not found" in state.message
-    with get_client(sync_client=True) as client:
-        (run,) = client.read_task_runs(
-            flow_run_filter=F(id={"any_": [state.state_details.flow_run_id]})
-        )
+    # task runs reach the server as events, recorded a moment later: wait for the final one
+    deadline, runs = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=F(id={"any_": [state.state_details.flow_run_id]})
+            )
+        if runs and all(r.state and r.state.is_final() for r in runs):
+            break
+        time.sleep(0.5)
+    (run,) = runs
     assert run.name.startswith("download") and run.run_count == 1  # not retried
 
 

@@ -19,6 +19,7 @@ from promptlake.storage.store.hits import StoreBusy
 from promptlake.tasks.metadata import read_metadata
 from promptlake.tasks.plan import read_shard
 from tests.conftest import artifacts_of
+from tests.helpers.prefect_ui import api_of
 from tests.helpers.ui_server import (
     FEEDBACK_IDEA,
     PageServer,
@@ -195,11 +196,9 @@ def drop_file(page, selector: str, data: bytes, name: str) -> None:
 def test_prefect_ui_artifacts_fit_and_show_their_thumbnails(browser_page, prefect_ui, store):
     """The search and refine flows' artifacts, opened in the Prefect UI itself: every thumbnail
     (inline, from the image cache) loads, and the tables fit the artifact panel."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     page, _, _ = browser_page
     where = {"data_dir": str(store.data_dir), "clip_model": store.clip_model, "origin": "dataset"}
-    with temporary_settings({PREFECT_API_URL: f"{prefect_ui}/api"}):
+    with api_of(f"{prefect_ui}/api"):
         runs = [
             search_flow(
                 **SearchParams(text="a cat", k=8, **where).flow_kwargs(), return_state=True
