@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
@@ -40,21 +38,23 @@ from promptlake.flows.params import (
     Until,
     Wait,
 )
+from promptlake.flows.report import (
+    IngestSummary,
+    check_rows,
+    report,
+    run_failed,
+)
 from promptlake.flows.shards import (
     Stage,
     StageResult,
     make_runner,
-    publish_summary,
     result_of,
     run_pipeline,
 )
 from promptlake.settings import Settings, min_free_bytes
 from promptlake.storage.datadir import activity
-from promptlake.storage.datadir.diskspace import DiskFull
 from promptlake.storage.datadir.ingest_lock import DataDirBusy
 from promptlake.storage.datadir.layout import DataDir
-from promptlake.storage.datadir.records import PlanManifest, SourceInfo
-from promptlake.storage.datadir.status import fetch_notes, shard_ranges
 from promptlake.tasks.download import download_task
 from promptlake.tasks.embed import GPU_LIMIT, embed_task, prefect_server_configured
 from promptlake.tasks.fetch import fetch_task
@@ -63,28 +63,6 @@ from promptlake.tasks.load import load_task, reconcile_task
 from promptlake.tasks.plan import plan_task
 from promptlake.tasks.runtime.disk import prepare
 from promptlake.tasks.runtime.todo import entry_stages
-
-
-class ShardsFailed(RuntimeError):
-    """Some shards failed; the message lists them, why, and how to resume."""
-
-    exit_code = 1
-
-
-class NoValidRows(ValueError):
-    """The source gave no row to ingest; the message says what was rejected and why."""
-
-
-@dataclass
-class IngestSummary:
-    source: SourceInfo | None = None
-    plan: PlanManifest | None = None
-    stages: list[StageResult] = field(default_factory=list)
-    index: dict | None = None
-
-    @property
-    def failed(self) -> dict[str, dict[str, str]]:
-        return {r.stage: r.failed for r in self.stages if r.failed}
 
 
 def ensure_gpu_limit(slots: int) -> None:
@@ -188,7 +166,7 @@ def run_ingest(params: IngestParams, *, record: bool) -> IngestSummary | State:
             params.record(data)
         with activity.running(data, what):
             summary = _run_stages(params, data)
-    _report(summary, params, data)
+    report(summary, params, data)
     if summary.failed:
         raise run_failed(summary.failed, data)
     return summary
@@ -243,80 +221,3 @@ def _run_shards(
         return run(runner=None)
     with make_runner(s.runner, workers, s.dask_address) as runner:
         return run(runner=runner)
-
-
-def check_rows(plan: PlanManifest, source: SourceInfo) -> None:
-    """A source that gave nothing to ingest, in a data dir that holds nothing yet, is an error
-    that says why (not an empty run, nor "no embeddings" later)."""
-    if plan.shards:
-        return
-    name = source.source
-    if not plan.rows_total:
-        raise NoValidRows(
-            f"{name}: 0 valid rows — it has no rows (a CSV with only its header, or a folder "
-            "without images)"
-        )
-    why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(plan.rejects_by_reason.items()))
-    raise NoValidRows(
-        f"{name}: 0 valid rows of {plan.rows_total:,} — rejected: {why}; each rejected row and "
-        f"its reason is in plan/generations/{plan.generation:05d}/rejects.parquet of the data dir"
-    )
-
-
-def run_failed(failed: dict[str, dict[str, str]], data: DataDir) -> Exception:
-    """The error a run with failed shards ends with: a full disk's own (it says what to do),
-    else the failed shards and why."""
-    full = [
-        why for shards in failed.values() for why in shards.values() if why.startswith("DiskFull")
-    ]
-    if not full:
-        return ShardsFailed(failed_message(failed, data))
-    listed = "; ".join(f"{stage} {shard_ranges(sorted(s))}" for stage, s in failed.items())
-    return DiskFull(
-        f"{full[0].removeprefix('DiskFull: ')}. Failed shards: {listed} (`promptlake status "
-        f"--data-dir {data.root}` says why); once there is room, `promptlake resume "
-        f"--data-dir {data.root}` carries on."
-    )
-
-
-def failed_message(failed: dict[str, dict[str, str]], data: DataDir) -> str:
-    """Which shards failed at which stage, the first reason of each stage, and what to do."""
-    parts = []
-    for stage, shards in failed.items():
-        first = shards[sorted(shards)[0]]
-        parts.append(f"{stage} {', '.join(sorted(shards))} ({first[:300]})")
-    return (
-        f"failed shards: {'; '.join(parts)}. Details: `promptlake status --data-dir "
-        f"{data.root}`; after fixing the cause, `promptlake resume --data-dir {data.root}` "
-        "reruns only these (finished shards are skipped)."
-    )
-
-
-def _report(summary: IngestSummary, params: IngestParams, data: DataDir) -> None:
-    """Markdown and table artifacts, and one log line, describing the run."""
-    plan = summary.plan
-    md = [f"# ingest `{params.source}`", f"data dir: `{data.root}`, until `{params.until}`"]
-    if plan:
-        md.append(
-            f"- rows: {plan.rows_total:,} total, {plan.rows_valid:,} valid, "
-            f"{plan.rows_rejected:,} rejected, {len(plan.shards)} shards"
-        )
-        md += [f"  - rejected `{k}`: {v:,}" for k, v in sorted(plan.rejects_by_reason.items())]
-    for res in summary.stages:
-        ok = sum(s.ok for s in res.done.values())
-        bad = sum(s.failed for s in res.done.values())
-        md.append(
-            f"- {res.stage}: {len(res.done)} shards done, {len(res.failed)} failed, "
-            f"{res.already} done before; rows {ok:,} ok, {bad:,} failed"
-        )
-        if res.stage == "fetch":  # dead hosts, shards where nothing was fetched: loudly
-            md += [f"  - **{note}**" for note in fetch_notes(res.done)]
-    if summary.index:
-        for name, t in summary.index.get("tables", {}).items():
-            md.append(
-                f"- index {name}: {summary.index['counts'][name]:,} rows, built in "
-                f"{t['seconds']:.1f} s"
-            )
-    create_markdown_artifact("\n".join(md), key="ingest-report", description="Ingest summary")
-    publish_summary(summary.stages, key="ingest-shards")
-    get_run_logger().info("\n".join(md))

@@ -207,7 +207,8 @@ def watch(params, interval: float | None) -> int:
     """Ingest a folder again and again, every ``interval`` seconds, until Ctrl-C: what was added,
     replaced or deleted since the last round reaches the store. A round that finds the data dir
     held by another ingest is skipped."""
-    from promptlake.flows.ingest import IngestSummary, NoValidRows, ShardsFailed, ingest
+    from promptlake.flows.ingest import ingest
+    from promptlake.flows.report import IngestSummary, NoValidRows, ShardsFailed
     from promptlake.storage.datadir.ingest_lock import DataDirBusy
 
     every = interval or params.settings().watch_interval

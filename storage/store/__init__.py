@@ -9,8 +9,10 @@ of our own schema are formatted in.
 
 This package is the ``Store`` and its parts: ``urls`` (which store, shown without a password),
 ``dialects`` (where ClickHouse and MyScale SQL differ), ``embedded`` (opening chDB, saying why
-it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded store), ``knn``
-(how a filtered k-NN query is planned) and ``hits`` (filters and results). It imports
+it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded store), ``schema``
+(the tables), ``writes``, ``mutations`` and ``repair`` (writes on a full disk), ``queries`` (k-NN
+search, facets, the searches log), ``knn`` (how a filtered k-NN query is planned) and ``hits``
+(filters and results). It imports
 ``storage.datadir`` only for the vector files' model check and the crash tests' named points
 (``crashpoints``), and never Prefect.
 """
@@ -18,56 +20,32 @@ it failed), ``turns`` and ``turn_files`` (one process at a time on an embedded s
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
 from promptlake.storage.datadir import crashpoints, diskspace
 from promptlake.storage.datadir.vectors import ModelMismatch
-from promptlake.storage.store import knn, schema
+from promptlake.storage.store import schema
 from promptlake.storage.store.dialects import ClickHouseDialect, IndexParams, dialect_for
 from promptlake.storage.store.embedded import open_engine, warm_up
-from promptlake.storage.store.hits import (
-    HIT_COLUMNS,
-    Facets,
-    Filters,
-    Hit,
-    LoggedSearch,
-    StoreError,
-    facet_sql,
-    hit_from_row,
-)
+from promptlake.storage.store.hits import Filters, Hit, StoreError
+from promptlake.storage.store.queries import Queries
 from promptlake.storage.store.schema import TABLES
 from promptlake.storage.store.turn_files import Say, command_line, say_on_stderr
-from promptlake.storage.store.turns import ProcessTurn, process_turn
+from promptlake.storage.store.turns import ProcessTurn, in_turn, process_turn
 from promptlake.storage.store.urls import parse_store_url
 from promptlake.storage.store.writes import WriteGuards
 
-log = logging.getLogger("promptlake.store")
-
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["TABLES", "Filters", "Hit", "Store", "StoreError", "open_store"]
 
 
-def _in_turn(method: F) -> F:
-    """Run the method inside a turn (joining the caller's when it holds one)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
-        with self.turn(method.__name__):
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-class Store(WriteGuards):
-    """Schema, idempotent per-shard loads, vector indexes and k-NN search."""
-
-    knn_tuning = knn.KnnTuning()  # where a filtered search stops scanning (storage/store/knn.py)
+class Store(Queries, WriteGuards):
+    """Schema, idempotent per-shard loads and vector indexes here; k-NN search, facets and
+    the searches log in ``Queries``."""
 
     def __init__(
         self,
@@ -118,7 +96,7 @@ class Store(WriteGuards):
     def table(self, name: str) -> str:
         return f"{self.db}.{name}"
 
-    @_in_turn
+    @in_turn
     def ensure_schema(self, model: str, dim: int) -> None:
         """Create the tables for vectors of ``model`` (``dim`` long); refuse another model's.
         A store whose schema matches gets no DDL at all (each DDL rewrites a metadata file,
@@ -152,12 +130,12 @@ class Store(WriteGuards):
             self._snapshot()
         self._schema = (model, dim, opened)
 
-    @_in_turn
+    @in_turn
     def meta(self) -> dict[str, str]:
         rows = self.client.query(f"SELECT key, value FROM {self.table('meta')} FINAL").result_rows
         return dict(rows)
 
-    @_in_turn
+    @in_turn
     def load_shard(self, name: str, shard: str, rows: pa.Table) -> int:
         """Replace ``shard``'s rows of table ``name`` with ``rows``: loading twice never
         duplicates (delete, then one Arrow insert)."""
@@ -176,14 +154,14 @@ class Store(WriteGuards):
                 crashpoints.reached(f"store:{name}:insert")
         return rows.num_rows
 
-    @_in_turn
+    @in_turn
     def delete_shard(self, name: str, shard: str) -> None:
         """Delete ``shard``'s rows of table ``name`` (waiting for it in short polls, never
         forever: ``storage.store.mutations``)."""
         self._check_table(name)
         self._delete(name, "shard = {shard:String}", {"shard": shard}, f"delete shard {shard}")
 
-    @_in_turn
+    @in_turn
     def drop_dataset_rows(
         self, name: str, *, keep_shards: list[str], retired: list[tuple[str, str]]
     ) -> int:
@@ -211,19 +189,19 @@ class Store(WriteGuards):
                 gone += int(found)
         return gone
 
-    @_in_turn
+    @in_turn
     def count(self, name: str) -> int:
         self._check_table(name)
         return int(self.client.query(f"SELECT count() FROM {self.table(name)}").result_rows[0][0])
 
-    @_in_turn
+    @in_turn
     def index_status(self, name: str) -> list[tuple]:
         """The vector index of table ``name`` as the engine reports it (none: not declared)."""
         self._check_table(name)
         where = {"db": self.db, "table": name}
         return self.client.query(self.dialect.index_status(), parameters=where).result_rows
 
-    @_in_turn
+    @in_turn
     def build_index(self, name: str, dim: int, params: IndexParams) -> list[tuple]:
         """Build the vector index of table ``name`` after the bulk load; return its status.
         The first build merges the table's parts into one first: one graph to search instead
@@ -250,96 +228,6 @@ class Store(WriteGuards):
                 self._wait_for_mutations(name, f"the {name} index")
                 crashpoints.reached(f"store:{name}:index")
         return self.index_status(name)
-
-    @_in_turn
-    def search(
-        self, name: str, vector: list[float], k: int = 10, filters: Filters | None = None
-    ) -> list[Hit]:
-        """The ``k`` nearest rows of table ``name``; with filters, still ``k`` when ``k`` match:
-        the dialect plans how the filter meets the vector index (storage/store/knn.py), and an
-        approximate answer that comes back short is redone exactly."""
-        self._check_table(name)
-        if not 1 <= k <= 10_000:
-            raise StoreError(f"k must be between 1 and 10000, got {k}")
-        filters = filters or Filters()
-        if not filters.active:
-            return self._knn(name, vector, k, filters, {})
-        plan = self._plan(name, k, filters, len(vector))
-        if plan.empty:
-            return []
-        hits = self._knn(name, vector, k, filters, plan.settings)
-        if not plan.exact and len(hits) < k:
-            hits = self._knn(name, vector, k, filters, knn.EXACT)
-        return hits
-
-    def _plan(self, name: str, k: int, filters: Filters, dim: int) -> knn.KnnPlan:
-        """How a search of table ``name`` with ``filters`` runs (storage/store/knn.py)."""
-        if not self.dialect.plans_filters:
-            return knn.KnnPlan()
-        where, params = filters.sql()
-
-        def rows(sql: str) -> list[tuple]:
-            return self.client.query(sql, parameters=params).result_rows
-
-        return knn.plan_search(rows, self.table(name), where, k, dim, self.knn_tuning)
-
-    def _knn(
-        self, name: str, vector: list[float], k: int, filters: Filters, settings: dict[str, Any]
-    ) -> list[Hit]:
-        where, params = filters.sql()
-        dist = self.dialect.distance(TABLES[name], "{q:Array(Float32)}")
-        sql = (
-            f"SELECT {HIT_COLUMNS.format(distance=dist)} "
-            f"FROM {self.table(name)}{where} ORDER BY distance LIMIT {{k:UInt32}}"
-        )
-        rows = self.client.query(
-            sql, parameters={**params, "q": list(map(float, vector)), "k": k}, settings=settings
-        ).result_rows
-        return [hit_from_row(r) for r in rows]
-
-    @_in_turn
-    def facets(self, name: str) -> Facets:
-        """The values of table ``name``'s filter columns with their row counts (a few ms per
-        field at 900k rows: LowCardinality columns, read whole)."""
-        self._check_table(name)
-        totals, groups = facet_sql(self.table(name))
-        rows, wide, tall = self.client.query(totals).result_rows[0]
-        values = {
-            field: [(str(v), int(n)) for v, n in self.client.query(sql).result_rows]
-            for field, sql in groups.items()
-        }
-        return Facets(int(rows), values, int(wide or 0), int(tall or 0))
-
-    @_in_turn
-    def log_search(self, search: LoggedSearch) -> None:
-        """Remember a search (the feedback flow looks for poorly served ones). A full disk
-        loses the log line, not the search."""
-        s = search
-        try:
-            with self._writing(need=0, what="the search log"):
-                self.client.insert(
-                    self.table("searches"),
-                    [[s.query[:2000], s.kind, s.target, s.k, s.best_distance, s.elapsed_ms]],
-                    column_names=["query", "kind", "target", "k", "best_distance", "elapsed_ms"],
-                )
-        except diskspace.DiskFull as exc:
-            log.warning("search not logged: %s", exc)
-
-    @_in_turn
-    def weak_searches(
-        self, *, since_hours: float, min_distance: float, limit: int
-    ) -> list[tuple[str, float | None, str]]:
-        """Recent text searches for prompts that the store served poorly (its best hit at least
-        ``min_distance`` away, or nothing): (query, best distance, last time), newest first."""
-        rows = self.client.query(
-            f"SELECT query, min(best_distance) AS best, toString(max(at)) AS last "
-            f"FROM {self.table('searches')} WHERE target = 'prompts' AND kind = 'text' "
-            "AND at >= now64(3) - toIntervalSecond({secs:UInt64}) "
-            "GROUP BY query HAVING best IS NULL OR best >= {d:Float64} "
-            "ORDER BY last DESC, query LIMIT {n:UInt32}",
-            parameters={"secs": int(since_hours * 3600), "d": min_distance, "n": limit},
-        ).result_rows
-        return [(q, None if b is None else float(b), at) for q, b, at in rows]
 
     def _check_table(self, name: str) -> None:
         if name not in TABLES:

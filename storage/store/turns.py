@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from promptlake.storage.datadir.layout import write_json
 from promptlake.storage.store.hits import StoreBusy, StoreError
@@ -248,3 +249,17 @@ def _forget_all() -> None:
 
 atexit.register(_release_all)
 os.register_at_fork(after_in_child=_forget_all)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def in_turn(method: F) -> F:
+    """A store method run inside the store's turn (joining the caller's when it holds one)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.turn(method.__name__):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

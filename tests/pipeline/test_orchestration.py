@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from promptlake.flows import shards as shards_mod
-from promptlake.flows.shards import Progress, StageResult, publish_summary
+from promptlake.flows import progress as progress_mod
+from promptlake.flows.progress import Progress, StageResult, publish_summary
 from promptlake.storage.datadir import markers as markers_mod
 from promptlake.storage.datadir.markers import Markers
 from promptlake.storage.datadir.status import format_status, status
@@ -95,8 +95,8 @@ def test_progress_is_sent_when_its_percent_moves_not_per_shard(monkeypatch):
         sent.append(progress)
         return update(artifact_id, progress, **kwargs)
 
-    update = shards_mod.update_progress_artifact
-    monkeypatch.setattr(shards_mod, "update_progress_artifact", counted)
+    update = progress_mod.update_progress_artifact
+    monkeypatch.setattr(progress_mod, "update_progress_artifact", counted)
 
     @flow
     def progress():

@@ -203,7 +203,7 @@ def test_a_failing_page_then_a_gone_page_means_a_search_here(store, env, cold, p
     data = ["--data-dir", str(store.data_dir)]
     done, _ = run(env, "refine", "a cat", "--llm", "openai", *data)  # no LLM configured
     assert done.returncode != 0  # -v: the traceback of the same error, raised here
-    assert f"the search page at {url} answered 502: --llm openai needs an endpoint" in done.stderr
+    assert f"the search page at {url} answered 503: --llm openai needs an endpoint" in done.stderr
     assert "refining here" in done.stderr
     assert "LLMError: --llm openai needs an endpoint" in done.stderr.splitlines()[-1]
     proc.send_signal(signal.SIGKILL)
