@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,5 +70,11 @@ def api_of(url: str) -> Iterator[str]:
         try:
             yield url
         finally:
+            # drain_all returns an un-awaited coroutine when this thread runs an event loop
+            # (Playwright's sync API does): drain from a thread that has none, and wait
             for worker in (APILogWorker, EventsWorker):
-                worker.drain_all(timeout=60, at_exit=False)
+                drainer = threading.Thread(
+                    target=worker.drain_all, kwargs={"timeout": 60, "at_exit": False}
+                )
+                drainer.start()
+                drainer.join()

@@ -1,6 +1,7 @@
 """`make demo`'s program on a small sample: every step runs and shows what it should."""
 
 import io
+import os
 import subprocess
 
 from PIL import Image
@@ -42,7 +43,16 @@ def test_demo_runs_end_to_end(tmp_path, tiny_clip, capsys, monkeypatch):
 
 
 def test_make_ui_opens_the_page_on_the_demo_data():
-    made = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True)
+    # under `make test` the outer make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "Entering/Leaving directory" lines around the recipe: read the recipe alone
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    made = subprocess.run(
+        ["make", "--no-print-directory", "-n", "ui"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode == 0, made.stderr
     assert made.stdout.splitlines()[-1].split() == [
         ".venv/bin/promptlake",
