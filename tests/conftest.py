@@ -89,6 +89,15 @@ def tiny_clip(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def tiny_cli_env(monkeypatch, tiny_clip) -> None:
+    """The environment a CLI call in this process runs under: the tiny CLIP on the CPU, shards
+    in threads (the CLI reads Settings from the environment, as a user's shell would set it)."""
+    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", tiny_clip)
+    monkeypatch.setenv("PROMPTLAKE_DEVICE", "cpu")
+    monkeypatch.setenv("PROMPTLAKE_RUNNER", "thread")
+
+
+@pytest.fixture
 def embed_settings(fast_settings, tiny_clip) -> Settings:
     return fast_settings.model_copy(
         update={

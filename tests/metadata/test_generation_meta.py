@@ -10,14 +10,7 @@ from promptlake.sample_data import sample_image
 from promptlake.tasks.metadata import ImageMeta, save_with_metadata
 from tests.conftest import write_csv
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tiny_clip):
-    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", tiny_clip)
-    monkeypatch.setenv("PROMPTLAKE_DEVICE", "cpu")
-    monkeypatch.setenv("PROMPTLAKE_RUNNER", "thread")
+pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_cli_env")
 
 
 def _search(capsys, data_dir, *flags):

@@ -15,14 +15,7 @@ from promptlake.storage.store import open_store
 from promptlake.tasks.clip.encoder import get_encoder
 from tests.conftest import write_csv
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tiny_clip):
-    monkeypatch.setenv("PROMPTLAKE_CLIP_MODEL", tiny_clip)
-    monkeypatch.setenv("PROMPTLAKE_DEVICE", "cpu")
-    monkeypatch.setenv("PROMPTLAKE_RUNNER", "thread")
+pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_cli_env")
 
 
 def _rows(server, ids, tag=""):
