@@ -12,6 +12,7 @@ import argparse
 import csv
 import os
 import random
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def way_in(root: Path) -> str:
     from promptlake.settings import get_settings
     from promptlake.ui.command import page_url
 
-    data = root / "data"
+    data = shlex.quote(str(root / "data"))
     make = "make ui" if root == Path("demo").resolve() else f"make ui DATA_DIR={data}"
     s = get_settings()
     return (
@@ -206,7 +207,8 @@ def run(root: Path, n: int, model: str | None = None) -> int:
         ),
     ]
     for title, argv in steps:
-        banner(f"{title}\n$ {command()} {' '.join(argv)}")
+        # quoted as a shell reads it: a pasted step runs the same command
+        banner(f"{title}\n$ {command()} {shlex.join(argv)}")
         code = main(argv)
         if code != 0:
             print(f"demo: step failed with exit code {code}", file=sys.stderr)

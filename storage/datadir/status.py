@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -116,13 +117,16 @@ def status(data: DataDir, store_url: str | None = None) -> dict[str, Any]:
     out["stages"]["index"] = read_json(index) if index.exists() else {"built": False}
     out["resume"] = resume_plan(data, out, missing)
     loaded = out["stages"]["load"]["by_status"]
-    # counted from the load markers: reading the store would mean waiting for its turn
-    out["store"] = {"prompts": loaded.get("prompts", 0), "images": loaded.get("images", 0)}
     feedback = Markers(data, "feedback").all_done().values()
     out["feedback"] = {
         "inputs": len(feedback),
         "prompts": sum(m.by_status.get("prompts", 0) for m in feedback),
         "images": sum(m.by_status.get("images", 0) for m in feedback),
+    }
+    # counted from the load and feedback markers (what the source and the feedback flow wrote):
+    # reading the store would mean waiting for its turn
+    out["store"] = {
+        kind: loaded.get(kind, 0) + out["feedback"][kind] for kind in ("prompts", "images")
     }
     return out
 
@@ -171,14 +175,15 @@ def shard_ranges(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def format_resume(plan: dict[str, Any]) -> list[str]:
-    """The resume plan as lines for a terminal."""
+def format_resume(plan: dict[str, Any], data_dir: str) -> list[str]:
+    """The resume plan as lines for a terminal; the command names ``data_dir``, so it runs the
+    same from any folder."""
     if plan["nothing_to_do"]:
         line = "resume:   nothing to rerun"
         if plan["retry_failed_rows"]:
             line += f"; --retry-failed would fetch {plan['retry_failed_rows']:,} failed rows again"
         return [line]
-    lines = ["resume would (`promptlake resume`):"]
+    lines = [f"resume would (`promptlake resume --data-dir {shlex.quote(data_dir)}`):"]
     for stage, todo in plan["stages"].items():
         if any(todo.values()):
             redo = todo.get("redo_damaged")
@@ -249,9 +254,11 @@ def format_status(report: dict[str, Any]) -> str:
     for stage, st in report["stages"].items():
         if stage == "index":
             built = "built" if "tables" in st else "not built"
+            fed = report.get("feedback", {}).get("prompts", 0)
             lines.append(
-                f"index:    {built}; store holds {report['store']['prompts']:,} prompts, "
-                f"{report['store']['images']:,} images"
+                f"index:    {built}; store holds {report['store']['prompts']:,} prompts"
+                + (f" ({fed:,} from feedback)" if fed else "")
+                + f", {report['store']['images']:,} images"
             )
             continue
         lines.append(
@@ -275,4 +282,4 @@ def format_status(report: dict[str, Any]) -> str:
             f"feedback: {fb['inputs']} inputs → {fb['prompts']:,} prompts, "
             f"{fb['images']:,} images written back"
         )
-    return "\n".join(lines + format_resume(report["resume"]))
+    return "\n".join(lines + format_resume(report["resume"], report["data_dir"]))

@@ -34,6 +34,10 @@ def test_demo_runs_end_to_end(tmp_path, tiny_clip, capsys, monkeypatch):
     assert "feedback: 1 inputs, 2 prompts written back" in out  # the idea alone, every run
     assert "[feedback]" in out and "0x0" not in out  # no image, no size
     assert "lineage: idea: a paper boat on a rainy street; drawn from" in out
+    # every step is printed as a shell reads it: pasted, it runs the same command
+    assert " search 'a paper boat on a rainy street' --origin feedback -k 2 --data-dir " in out
+    # status counts what feedback wrote back among what the store holds
+    assert "index:    built; store holds 62 prompts (2 from feedback), 60 images" in out
     assert "resume:   nothing to rerun" in out
     data = tmp_path / "demo" / "data"
     last = out.rstrip().splitlines()[-2:]  # the way in: the page on what it built
