@@ -51,12 +51,20 @@ def number(
     return parse
 
 
+def _num(x: float) -> str:
+    """A bound as people write it: 1000 and 1,000,000, not 1e+06; 0.5 stays 0.5."""
+    if not float(x).is_integer():
+        return f"{x:g}"
+    return f"{int(x):,}" if abs(x) >= 10_000 else str(int(x))
+
+
 def _range(lo: float | None, hi: float | None, exclusive: bool) -> str:
     if lo is not None and hi is not None:
-        return f"between {lo:g} and {hi:g}"
+        return f"between {_num(lo)} and {_num(hi)}"
     if lo is not None:
-        return f"more than {lo:g}" if exclusive else f"at least {lo:g}"
-    return f"at most {hi:g}"
+        return f"more than {_num(lo)}" if exclusive else f"at least {_num(lo)}"
+    assert hi is not None
+    return f"at most {_num(hi)}"
 
 
 class Parser(argparse.ArgumentParser):

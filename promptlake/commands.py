@@ -102,6 +102,7 @@ def _flow_command(args: argparse.Namespace, data_dir, body, stopped) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from promptlake.flows.params import FeedbackParams
 
+    preflight.check_ideas(args.ideas)
     params = preflight.params(
         FeedbackParams,
         data_dir=args.data_dir,

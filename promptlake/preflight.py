@@ -5,6 +5,7 @@ model loaded, nothing written (not even the data dir)."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,28 @@ def explain(exc: ValidationError) -> str:
         where = FLAGS.get(name, "--" + name.replace("_", "-"))
         if name in Settings.model_fields:
             where += f" or PROMPTLAKE_{name.upper()}"
-        parts.append(f"invalid {where} {err.get('input')!r}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] == "string_pattern_mismatch":  # a choice: name them, not the regex
+            msg = _choices(str(err.get("ctx", {}).get("pattern", ""))) or msg
+        parts.append(f"invalid {where} {err.get('input')!r}: {msg}")
     return "; ".join(parts)
+
+
+def _choices(pattern: str) -> str | None:
+    """``^(auto|cpu|cuda(:[0-9]+)?)$`` as "give auto, cpu or cuda[:N]"; None for another kind of
+    pattern."""
+    inner = re.fullmatch(r"\^\((.*)\)\$", pattern)
+    if not inner:
+        return None
+    words = inner.group(1).replace("(:[0-9]+)?", "[:N]").split("|")
+    if any(re.search(r"[^\w:\[\]]", w) for w in words):
+        return None
+    return "give " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
 
 
 def check_source(source: str) -> None:
     """A local SOURCE exists and, when a file, is a readable dataset with the six columns."""
-    from promptlake.tasks.source.rows import column_names, missing_columns
+    from promptlake.tasks.source.rows import column_names, has_rows, missing_columns
     from promptlake.tasks.source.sourcefile import detect_format
 
     if source.startswith("kaggle:") or re.match(r"^https?://", source):
@@ -79,11 +95,32 @@ def check_source(source: str) -> None:
             f"source not found: {source!r} (give a .csv, .csv.gz or .parquet file, a folder of "
             "images, an http(s) URL or kaggle:owner/dataset)"
         )
-    missing = missing_columns(column_names(path, detect_format(path.name)))
+    fmt = detect_format(path.name)
+    missing = missing_columns(column_names(path, fmt))
     if missing:
         raise InputError(
             f"{path} lacks the column(s) {', '.join(missing)}: a dataset needs id, prompt, url, "
             "width, height, source_site (any order; extra columns are kept)"
+        )
+    if not has_rows(path, fmt):
+        raise InputError(f"{path} has its header but no rows: nothing to ingest")
+
+
+# words that are never an idea of their own: seen among several IDEAs, the shell split a phrase
+_PHRASE_WORDS = frozenset(
+    {"a", "an", "the", "of", "on", "in", "at", "to", "and", "with", "for", "by", "from", "into"}
+)
+
+
+def check_ideas(ideas: list[str]) -> None:
+    """Several IDEAs of which some are words like "a" or "on": an unquoted phrase the shell
+    split into words, refused before each word is written back as an idea of its own."""
+    split = list(dict.fromkeys(i for i in ideas if i.strip().lower() in _PHRASE_WORDS))
+    if len(ideas) > 1 and split:
+        shown = ", ".join(repr(i) for i in split[:3])
+        raise InputError(
+            f"{len(ideas)} ideas, among them {shown}: each IDEA is one argument, so quote an "
+            f"idea of several words, e.g. promptlake feedback {shlex.quote(' '.join(ideas))}"
         )
 
 

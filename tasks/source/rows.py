@@ -97,6 +97,29 @@ def column_names(path: Path, fmt: str) -> list[str]:
         ).schema.names
 
 
+def has_rows(path: Path, fmt: str) -> bool:
+    """Whether a source file holds a row past its header, reading no more than it takes to see
+    one (a Parquet file's footer; a CSV's first block that parses). A file it cannot read here
+    counts as having rows: the plan stage reads it and says what is wrong."""
+    try:
+        if fmt == "parquet":
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        with pa.input_stream(str(path), compression="detect") as head:
+            names = column_names(path, fmt)
+            reader = pacsv.open_csv(
+                head,
+                parse_options=pacsv.ParseOptions(
+                    newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.binary())
+                ),
+            )
+            return any(batch.num_rows for batch in reader)
+    except (pa.ArrowException, OSError):
+        return True
+
+
 def read_batches(
     path: Path,
     fmt: str,

@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from promptlake.cli import build_parser, main
 from promptlake.storage.datadir.layout import DataDir
-from tests.conftest import write_csv
+from tests.conftest import HEADER, write_csv
 from tests.helpers.cli_proc import ROOT, Cli
 
 PROBE = """
@@ -48,6 +50,9 @@ def inputs(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "binary.csv").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00" + bytes(range(256)) * 8)
     write_csv(tmp_path / "cols.csv", [["a", "a cat"]], header=["id", "prompt"])
+    write_csv(tmp_path / "header.csv", [])
+    no_rows = pa.table({c: pa.array([], pa.string()) for c in HEADER})
+    pq.write_table(no_rows, tmp_path / "none.parquet")
     (tmp_path / "note.png").write_text("not an image")
     (tmp_path / "model").mkdir()
     (tmp_path / "planned").mkdir()  # a data dir without embeddings yet
@@ -59,10 +64,12 @@ BAD = [
     (["ingest", "empty.csv"], "empty.csv is empty: a CSV needs a header line"),
     (["ingest", "binary.csv"], "binary.csv is not a text CSV (binary or non-UTF-8 data at byte"),
     (["ingest", "cols.csv"], "lacks the column(s) url, width, height, source_site"),
+    (["ingest", "header.csv"], "header.csv has its header but no rows: nothing to ingest"),
+    (["ingest", "none.parquet"], "none.parquet has its header but no rows: nothing to ingest"),
     (["ingest", "ok.csv", "--model", "/no/such/clip"], "--model /no/such/clip: no such model"),
     (["ingest", "ok.csv", "--model", "model"], "--model model: the folder has no config.json"),
-    (["ingest", "ok.csv", "--device", "gpu"], "invalid --device or PROMPTLAKE_DEVICE 'gpu'"),
-    (["ingest", "ok.csv", "--shard-size", "0"], "argument --shard-size: must be between 1 and"),
+    (["ingest", "ok.csv", "--device", "gpu"], "DEVICE 'gpu': give auto, cpu, mps or cuda[:N]"),
+    (["ingest", "ok.csv", "--shard-size", "0"], "between 1 and 1,000,000, got 0"),
     (["search", "cat", "-k", "100000"], "argument -k: must be between 1 and 1000, got 100000"),
     (["search", "cat", "-k", "0"], "argument -k: must be between 1 and 1000, got 0"),
     (["refine", "cat", "-k", "0"], "argument -k: must be between 1 and 200, got 0"),
@@ -73,6 +80,7 @@ BAD = [
     (["refine", "cat", "--data-dir", "nodir"], "no data dir at "),
     (["status", "--data-dir", "nodir"], "no data dir at "),
     (["feedback", "an idea", "--data-dir", "nodir"], "no data dir at "),
+    (["feedback", "a", "paper", "boat"], "3 ideas, among them 'a': each IDEA is one argument"),
     (["resume", "--data-dir", "nodir"], "no data dir at "),
     (["resume", "--data-dir", "planned"], "no ingest was started in "),
     (["refine", "cat", "--data-dir", "planned"], "holds no embeddings yet (0 rows to search)"),
@@ -121,10 +129,13 @@ def test_a_failed_ingest_says_one_line_and_logs_the_rest(tmp_path, server, tiny_
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_csv_without_valid_rows_says_so(tmp_path, capfd):
+    # the terminal refuses a header-only CSV before the run (BAD above); a run started otherwise
+    # (a deployment, a URL whose file lost its rows) says it in its state
+    from promptlake.flows.ingest import ingest
+
     header_only = write_csv(tmp_path / "header.csv", [])
-    assert main(["ingest", str(header_only), "--data-dir", str(tmp_path / "d1")]) == 2
-    err = capfd.readouterr().err.strip()
-    assert "header.csv: 0 valid rows — it has no rows" in err and "(full log: " in err
+    state = ingest(source=str(header_only), data_dir=str(tmp_path / "d1"), return_state=True)
+    assert state.is_failed() and "header.csv: 0 valid rows — it has no rows" in state.message
     rejected = [["", "p", "http://x/1", 1, 1, "s"], ["b", "", "http://x/2", 1, 1, "s"]]
     rejected.append(["c", "p", "not a url", 1, 1, "s"])
     src = write_csv(tmp_path / "bad.csv", rejected)
