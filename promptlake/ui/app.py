@@ -60,7 +60,9 @@ def create_app(service: PageService) -> FastAPI:
         """On the event loop, from memory only: it answers while every worker thread waits."""
         s = service.settings
         body = {"ok": True, "ready": service.ready, "model": s.clip_model}
-        return JSONResponse({**body, "data_dir": str(s.data_dir), "reason": service.reason})
+        return JSONResponse(
+            {**body, "data_dir": str(Path(s.data_dir).resolve()), "reason": service.reason}
+        )
 
     @app.get("/img/{rid}")
     def image(rid: str, request: Request, v: str = "") -> Response:

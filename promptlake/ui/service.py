@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -196,7 +197,7 @@ class PageService:
             "ready": self.ready,
             "reason": self.reason,
             "pid": os.getpid(),
-            "data_dir": str(self.settings.data_dir),
+            "data_dir": str(Path(self.settings.data_dir).resolve()),
             "fingerprint": fingerprint(self.settings),
         }
 

@@ -238,6 +238,37 @@ def test_the_readme_lists_every_setting():
     assert sorted(fields - named) == [] and sorted(named - fields) == []
 
 
+def test_the_readme_usage_names_every_option_of_each_command():
+    """The README's usage block ("Using it") lists each command with exactly the options its
+    parser takes (-h and -v apart: the block's last line says -v once for all)."""
+    import argparse
+    import re
+
+    from promptlake.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Using it", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    listed: dict[str, set[str]] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("promptlake --version"):
+            break
+        if line.startswith("promptlake "):
+            command = line.split()[1]
+        listed.setdefault(command, set()).update(re.findall(r"\[(-[-\w]+)", line))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    takes = {
+        name: {
+            opt
+            for action in parser._actions
+            for opt in action.option_strings[-1:]  # the long spelling, as the README writes it
+            if opt not in ("--help", "--verbose")
+        }
+        for name, parser in sub.choices.items()
+    }
+    assert listed == takes
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_a_relative_model_folder_works_from_any_folder(tmp_path, tiny_clip, monkeypatch, capsys):
     """`ingest --model clip` in one folder, `search` in another: the folder was recorded as its
