@@ -175,6 +175,18 @@ def test_refine_then_drop_an_a1111_png(browser_page, store):
     if os.environ.get("PROMPTLAKE_SCREENSHOT"):
         Path(os.environ["PROMPTLAKE_SCREENSHOT"]).write_bytes(shot)
 
+    # words typed now search with the image: the page says so, and one click drops the image
+    assert "together with any text above" in page.inner_text("#preview figcaption")
+    search(page, "a castle")
+    page.wait_for_function("() => new URL(location).searchParams.get('text') === 'a castle'")
+    assert page.is_visible("#exact") and page.is_visible("#preview")
+    page.click("#without-image")
+    page.wait_for_selector("#exact", state="hidden")
+    assert page.is_hidden("#preview") and page.is_visible("#drop-hint")
+    page.wait_for_function("() => !new URL(location).searchParams.has('image')")
+    assert page.evaluate("() => new URL(location).searchParams.get('text')") == "a castle"
+    assert not problems, problems
+
 
 def drop_file(page, selector: str, data: bytes, name: str) -> None:
     """Drop ``data`` as a file on ``selector``, the way a browser delivers a dragged file."""

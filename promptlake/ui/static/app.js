@@ -111,6 +111,10 @@ function wireImageInput() {
     if (e.target.files.length) setImage(e.target.files[0]);
   });
   $("clear-image").addEventListener("click", () => showImage(null, "", ""));
+  $("without-image").addEventListener("click", () => { // and search again with the text alone
+    showImage(null, "", "");
+    if ($("text").value.trim()) $("search").requestSubmit();
+  });
 }
 
 // --- searching ------------------------------------------------------------------------------
