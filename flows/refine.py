@@ -44,7 +44,13 @@ def refine_markdown(result: RefineResult, thumbs: dict[str, Thumb] | None = None
     lines = [f"idea: **{md_text(result.idea)}** — refiner `{result.refiner}`", ""]
     if result.exact:
         lines += [f"exact prompt from the image's metadata: {md_text(result.exact.prompt)}", ""]
-    lines += ["## variants", "", "| # | prompt | CLIP tokens | drawn from |", "|---|---|---|---|"]
+    lines += ["## variants", ""]
+    if result.shortfall:  # fewer than asked: say why, as the CLI and the page do
+        lines += [
+            f"{len(result.variants)} of {result.asked} variants: {md_text(result.shortfall)}",
+            "",
+        ]
+    lines += ["| # | prompt | CLIP tokens | drawn from |", "|---|---|---|---|"]
     for i, v in enumerate(result.variants, 1):
         ranks = [f"#{rank[x]}" for x in v.drawn_from]  # the neighbours' table below
         named = "<br>".join(", ".join(ranks[j : j + 6]) for j in range(0, len(ranks), 6))

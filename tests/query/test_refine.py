@@ -8,14 +8,20 @@ from transformers import AutoTokenizer
 
 from promptlake.cli import main
 from promptlake.flows.params import RefineParams, SearchParams
-from promptlake.flows.refine import refine_flow
+from promptlake.flows.refine import refine_flow, refine_markdown
 from promptlake.flows.search import search_flow
 from promptlake.storage.datadir.layout import DataDir
 from promptlake.storage.store import Hit
 from promptlake.tasks.metadata import ImageMeta, save_with_metadata
 from promptlake.tasks.query.llm import LLMError
 from promptlake.tasks.query.phrases import TokenBudget, split_phrases
-from promptlake.tasks.query.refine import OfflineRefiner, RefineRequest, refine
+from promptlake.tasks.query.refine import (
+    OfflineRefiner,
+    RefineRequest,
+    RefineResult,
+    Variant,
+    refine,
+)
 from tests.conftest import artifacts_of
 from tests.helpers.api_servers import ChatServer, completion
 
@@ -164,3 +170,11 @@ def test_search_and_refine_flows_publish_results(built, monkeypatch):
     assert {"refine-results", "refine-results-table", "refine-neighbours"} <= set(arts)
     md = arts["refine-results"].data
     assert "## variants" in md and "drawn from" in md and md.count("<img src=") == 5
+
+
+def test_the_refine_artifact_says_why_it_has_fewer_variants_than_asked():
+    why = "only 1 different set of modifiers among the 2 neighbours (a larger k draws from more)"
+    short = RefineResult("a cat", "offline", [Variant("a cat, bokeh", 5, [])], [], None, 3, why)
+    assert f"1 of 3 variants: {why}" in refine_markdown(short)
+    whole = RefineResult("a cat", "offline", [Variant("a cat, bokeh", 5, [])], [], None, 1, "")
+    assert not [line for line in refine_markdown(whole) if "variants:" in line]
