@@ -38,6 +38,12 @@ def counts(s):
     return {t: dict(store.client.query(q.format(t)).result_rows) for t in ("prompts", "images")}
 
 
+def feedback_parents(s) -> dict[str, list[str]]:
+    """Each feedback row's id → the ids it drew on."""
+    q = "SELECT id, parent_ids FROM promptlake.prompts WHERE origin = 'feedback'"
+    return dict(open_store(store_url(s)).client.query(q).result_rows)
+
+
 def weak_threshold(data, s, shard):
     """Log a search served perfectly and one that is not; return a threshold between them."""
     known = read_shard(data, shard)["prompt"][0].as_py()
@@ -84,12 +90,14 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
             a for a in artifacts_of(state.state_details.flow_run_id) if a.key == "feedback-report"
         )
         assert "2 inputs, 4 prompts and 4 images" in report.data
+        first = feedback_parents(s)  # each parent a row of the store when it was drawn on
+        assert all(set(p) <= {f"e{i}" for i in range(30)} | set(first) for p in first.values())
         # run again: every input is done, nothing is generated or added
         assert feedback_flow(**params.flow_kwargs()) == [] and len(sd.requests) == 4
         assert counts(s)["prompts"]["feedback"] == 4
         # a retry after a crash between the store write and the marker replaces, never doubles
         Markers(data, STAGE).path(done[0].shard).unlink()
-        feedback_flow(**params.flow_kwargs())
+        again = feedback_flow(**params.flow_kwargs())
         assert counts(s)["prompts"]["feedback"] == 4 and len(sd.requests) == 6
 
     store = open_store(store_url(s))
@@ -100,8 +108,11 @@ def test_feedback_writes_back_with_lineage_once(built, monkeypatch):
         "WHERE origin = 'feedback' ORDER BY id"
     ).result_rows
     known_ids = {f"e{i}" for i in range(30)} | {r[0] for r in rows}  # feedback may draw on feedback
-    for _rid, prompt, url, parents, trigger in rows:
-        assert parents and set(parents) <= known_ids
+    redone = set(again[0].extra["ids"])
+    for rid, prompt, url, parents, trigger in rows:
+        # the retried input drew on rows there now; another input's rows keep naming what they
+        # drew on, which may be a row the retry replaced (a new variant is a new id)
+        assert parents and set(parents) <= (known_ids if rid in redone else known_ids | set(first))
         assert trigger.startswith(("idea: ", "search@"))
         meta = read_metadata(Path(url.removeprefix("file://")).read_bytes())
         assert meta.prompt == prompt and meta.negative_prompt == s.feedback_negative
